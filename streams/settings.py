@@ -1,0 +1,158 @@
+"""The only reader of ``os.environ``: one typed, frozen settings object."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from streams.errors import ConfigError
+
+DEFAULT_INPUT_TOPIC = "bus-events"
+DEFAULT_OUTPUT_TOPIC = "escalations"
+DEFAULT_DLQ_TOPIC = "bus-events.dlq"
+DEFAULT_STATE_ROOT = "./state"
+DEFAULT_APP_ID = "escalation-stream"
+
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    bootstrap_servers: str | None  # None: start the embedded broker (CLI) or use 127.0.0.1:9092
+    schema_registry_url: str | None  # None: the committed id file in schemas/
+    state_root: Path
+    input_topic: str = DEFAULT_INPUT_TOPIC
+    output_topic: str = DEFAULT_OUTPUT_TOPIC
+    dlq_topic: str = DEFAULT_DLQ_TOPIC
+    partitions: int = 4
+    replication_factor: int = 1
+    app_id: str = DEFAULT_APP_ID
+    web_enabled: bool = True
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    session_timeout_s: float = 10.0
+    batch_max: int = 1000
+    batch_within_s: float = 0.05
+
+    @property
+    def broker_url(self) -> str:
+        servers = self.bootstrap_servers or "127.0.0.1:9092"
+        return ";".join(f"kafka://{s.strip()}" for s in servers.split(",") if s.strip())
+
+    def with_bootstrap(self, servers: str) -> Settings:
+        return replace(self, bootstrap_servers=servers)
+
+
+def _topic(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, default)
+    if not _TOPIC.match(value):
+        raise ConfigError(
+            f"{name}={value!r} is not a valid Kafka topic name "
+            f"(letters, digits, '.', '_', '-'; e.g. {default})"
+        )
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int, example: str) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = lo - 1
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={raw!r} must be an integer from {lo} to {hi} (e.g. {example})")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, example: str) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{name}={raw!r} must be a positive number of seconds (e.g. {example})")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be true or false (e.g. {name}=false)")
+
+
+def _bootstrap(env: Mapping[str, str]) -> str | None:
+    raw = env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if not raw:
+        return None
+    servers = [s.strip().removeprefix("kafka://") for s in raw.split(",") if s.strip()]
+    for server in servers:
+        if not _HOST_PORT.match(server):
+            raise ConfigError(
+                f"KAFKA_BOOTSTRAP_SERVERS={raw!r}: {server!r} is not host:port "
+                "(e.g. KAFKA_BOOTSTRAP_SERVERS=broker1:9092,broker2:9092)"
+            )
+    return ",".join(servers)
+
+
+def _registry(env: Mapping[str, str]) -> str | None:
+    raw = env.get("SCHEMA_REGISTRY_URL", "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"SCHEMA_REGISTRY_URL={raw!r} must be an http(s) URL "
+            "(e.g. SCHEMA_REGISTRY_URL=http://schema-registry:8081)"
+        )
+    return raw.rstrip("/")
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; a wrong value raises ConfigError naming the variable."""
+    env = os.environ if env is None else env
+    state_root = Path(env.get("ESCALATIONS_STATE_ROOT", "") or DEFAULT_STATE_ROOT)
+    if "\x00" in str(state_root):
+        raise ConfigError("ESCALATIONS_STATE_ROOT contains a NUL byte (e.g. /var/lib/escalations)")
+    topics = {
+        "input_topic": _topic(env, "ESCALATIONS_INPUT_TOPIC", DEFAULT_INPUT_TOPIC),
+        "output_topic": _topic(env, "ESCALATIONS_OUTPUT_TOPIC", DEFAULT_OUTPUT_TOPIC),
+        "dlq_topic": _topic(env, "ESCALATIONS_DLQ_TOPIC", DEFAULT_DLQ_TOPIC),
+    }
+    if len(set(topics.values())) != 3:
+        raise ConfigError(
+            "ESCALATIONS_INPUT_TOPIC, ESCALATIONS_OUTPUT_TOPIC and ESCALATIONS_DLQ_TOPIC must be "
+            f"three different topics (got {sorted(topics.values())})"
+        )
+    return Settings(
+        bootstrap_servers=_bootstrap(env),
+        schema_registry_url=_registry(env),
+        state_root=state_root.resolve(),
+        partitions=_int(env, "ESCALATIONS_PARTITIONS", 4, 1, 10_000, "ESCALATIONS_PARTITIONS=8"),
+        replication_factor=_int(
+            env, "ESCALATIONS_REPLICATION_FACTOR", 1, 1, 100, "ESCALATIONS_REPLICATION_FACTOR=3"
+        ),
+        app_id=_topic(env, "ESCALATIONS_APP_ID", DEFAULT_APP_ID),
+        web_enabled=_bool(env, "ESCALATIONS_WEB_ENABLED", True),
+        web_port=_int(env, "ESCALATIONS_WEB_PORT", 6066, 0, 65535, "ESCALATIONS_WEB_PORT=6066"),
+        web_host=env.get("ESCALATIONS_WEB_HOST", "127.0.0.1") or "127.0.0.1",
+        session_timeout_s=_float(
+            env, "ESCALATIONS_SESSION_TIMEOUT", 10.0, "ESCALATIONS_SESSION_TIMEOUT=10"
+        ),
+        batch_max=_int(env, "ESCALATIONS_BATCH_MAX", 1000, 1, 1_000_000, "ESCALATIONS_BATCH_MAX=1000"),
+        batch_within_s=_float(env, "ESCALATIONS_BATCH_WITHIN", 0.05, "ESCALATIONS_BATCH_WITHIN=0.05"),
+        **topics,
+    )
