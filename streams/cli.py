@@ -1,0 +1,270 @@
+"""The commands a user types: ``escalations map | produce | worker | demo | schemas | dlq``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import click
+
+from streams.errors import EscalationsError, InputLineError
+
+
+@click.group(context_settings={"help_option_names": ["--help"]})
+@click.version_option(package_name="escalation-stream", prog_name="escalations")
+def main() -> None:
+    """Agent bus events (Avro on Kafka) -> escalation entries -> pending_escalations.jsonl.
+
+    Configuration comes from the environment (KAFKA_BOOTSTRAP_SERVERS, SCHEMA_REGISTRY_URL,
+    ESCALATIONS_STATE_ROOT, ESCALATIONS_INPUT_TOPIC, ESCALATIONS_OUTPUT_TOPIC,
+    ESCALATIONS_DLQ_TOPIC, ...): see the README.
+    """
+
+
+def fail(exc: BaseException) -> NoReturn:
+    click.echo(f"escalations: error: {exc}", err=True)
+    sys.exit(1)
+
+
+def _settings() -> Any:
+    from streams import settings  # noqa: PLC0415
+
+    try:
+        return settings.load()
+    except EscalationsError as exc:
+        fail(exc)
+
+
+@contextmanager
+def _broker(settings: Any) -> Iterator[str]:
+    """The configured brokers, or an embedded one for the duration of the block."""
+    if settings.bootstrap_servers:
+        yield settings.bootstrap_servers
+        return
+    from streams.broker import EmbeddedBroker  # noqa: PLC0415
+
+    try:
+        broker = EmbeddedBroker().start()
+    except EscalationsError as exc:
+        fail(exc)
+    click.echo(
+        f"escalations: KAFKA_BOOTSTRAP_SERVERS is not set: started the embedded broker "
+        f"(Tansu, memory storage) on {broker.bootstrap}",
+        err=True,
+    )
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@main.command("map")
+def map_command() -> None:
+    """Bus events in the JSON form on stdin -> the exact JSONL lines on stdout.
+
+    Pure: no Kafka. Input order is kept; events that are not escalation-class print nothing.
+    A malformed line stops the run with its line number on stderr and exit status 1, after
+    every line before it was written.
+    """
+    from streams.pipeline import map_json_lines  # noqa: PLC0415 - keep `--help` fast
+
+    try:
+        map_json_lines(sys.stdin, sys.stdout.buffer)
+    except InputLineError as exc:
+        sys.stdout.flush()
+        fail(exc)
+
+
+@main.command("produce")
+@click.option("--topic", help="Topic to send to (default: ESCALATIONS_INPUT_TOPIC, bus-events).")
+def produce_command(topic: str | None) -> None:
+    """Bus events in the JSON form on stdin -> Avro (wire format) -> the input topic.
+
+    Keyed by session id, so each session's events keep their order. Needs
+    KAFKA_BOOTSTRAP_SERVERS. Creates the job's topics when they do not exist.
+    """
+    settings = _settings()
+    if not settings.bootstrap_servers:
+        fail(EscalationsError("KAFKA_BOOTSTRAP_SERVERS is not set (e.g. 127.0.0.1:9092)"))
+    _produce(settings, settings.bootstrap_servers, sys.stdin, topic or settings.input_topic)
+
+
+def _produce(settings: Any, bootstrap: str, lines: Any, topic: str) -> None:
+    from streams.producer import produce_lines  # noqa: PLC0415
+    from streams.registry import open_ids  # noqa: PLC0415
+    from streams.schemas import SchemaStore  # noqa: PLC0415
+    from streams.topics import ensure_topics  # noqa: PLC0415
+
+    tty = sys.stderr.isatty()
+    cr = "\r" if tty else ""
+
+    def progress(count: int) -> None:
+        click.echo(f"{cr}produced {count} events...", err=True, nl=not tty)
+
+    async def run() -> Any:
+        await ensure_topics(settings, bootstrap)
+        store = SchemaStore()
+        ids = open_ids(settings.schema_registry_url, store)
+        return await produce_lines(lines, bootstrap, topic, ids, store, progress)
+
+    try:
+        report = asyncio.run(run())
+    except EscalationsError as exc:
+        fail(exc)
+    click.echo(
+        f"{cr}produced {report.events} events for {report.sessions} sessions "
+        f"to {topic} in {report.seconds:.2f}s",
+        err=True,
+    )
+
+
+@main.command(
+    "worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.argument("faust_args", nargs=-1, type=click.UNPROCESSED)
+def worker_command(faust_args: tuple[str, ...]) -> None:
+    """Run the Faust worker: bus events -> escalations -> JSONL files (and dead letters).
+
+    A thin front over `faust -A streams.app worker -l info`: extra arguments go to Faust's
+    worker. With no KAFKA_BOOTSTRAP_SERVERS it starts the embedded broker and says where.
+    """
+    settings = _settings()
+    with _broker(settings) as bootstrap:
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+        from streams.topics import ensure_topics  # noqa: PLC0415
+
+        try:
+            asyncio.run(ensure_topics(settings, bootstrap))
+        except EscalationsError as exc:
+            fail(exc)
+        from streams.app import app  # noqa: PLC0415 - reads the settings above
+
+        args = list(faust_args)
+        if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in args):
+            args = ["-l", "info", *args]  # -l warn turns on a spinner that costs ~10%
+        if not settings.web_enabled and "--with-web" not in args:
+            args.append("--without-web")
+        sys.argv = ["escalations", "worker", *args]
+        try:
+            app.main()
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                raise
+
+
+@main.command("demo")
+@click.option("--events", "count", type=int, default=None, help="Generate N events instead.")
+@click.option("--timeout", type=float, default=90.0, show_default=True)
+def demo_command(count: int | None, timeout: float) -> None:
+    """Zero-setup tour: embedded broker, worker, a bundled sample, then the JSONL files.
+
+    Exits 0 when every file holds exactly the lines `escalations map` gives for the sample.
+    """
+    from streams.demo import run_demo  # noqa: PLC0415
+
+    try:
+        ok = run_demo(count=count, timeout=timeout, echo=click.echo)
+    except EscalationsError as exc:
+        fail(exc)
+    sys.exit(0 if ok else 1)
+
+
+@main.group("schemas")
+def schemas_group() -> None:
+    """The Avro contracts in schemas/: check, freeze a new version, register."""
+
+
+@schemas_group.command("check")
+def schemas_check() -> None:
+    """Committed ids match the schemas; each is BACKWARD compatible with its last version."""
+    from streams.schemas import CONTRACTS, SchemaStore, check  # noqa: PLC0415
+
+    try:
+        store = SchemaStore()
+        problems = check(store)
+    except EscalationsError as exc:
+        fail(exc)
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    if problems:
+        sys.exit(1)
+    for name in CONTRACTS:
+        latest = store.latest(name)
+        click.echo(f"{name}: version {latest.version}, id {latest.schema_id}, ok")
+
+
+@schemas_group.command("freeze")
+def schemas_freeze() -> None:
+    """Give every changed schema a new version and id (refused when not BACKWARD compatible)."""
+    from streams.schemas import CONTRACTS, SchemaStore, freeze  # noqa: PLC0415
+
+    try:
+        store = SchemaStore()
+        for name in CONTRACTS:
+            version = freeze(store, name)
+            state = "unchanged" if version is None else f"frozen as version {version.version}"
+            click.echo(f"{name}: {state}" + ("" if version is None else f", id {version.schema_id}"))
+    except EscalationsError as exc:
+        fail(exc)
+
+
+@schemas_group.command("register")
+def schemas_register() -> None:
+    """Register the current schemas with SCHEMA_REGISTRY_URL (subjects <topic>-value)."""
+    from streams.registry import HttpRegistry  # noqa: PLC0415
+    from streams.schemas import BUS_EVENT, ENTRY, SchemaStore  # noqa: PLC0415
+
+    settings = _settings()
+    if not settings.schema_registry_url:
+        fail(EscalationsError("SCHEMA_REGISTRY_URL is not set (e.g. http://localhost:8081)"))
+    registry = HttpRegistry(settings.schema_registry_url, SchemaStore())
+
+    async def run() -> None:
+        for name, topic in ((BUS_EVENT, settings.input_topic), (ENTRY, settings.output_topic)):
+            schema_id = await registry.id_for(name, f"{topic}-value")
+            click.echo(f"{name}: subject {topic}-value, id {schema_id}")
+
+    try:
+        asyncio.run(run())
+    except EscalationsError as exc:
+        fail(exc)
+
+
+@main.group("dlq")
+def dlq_group() -> None:
+    """The dead-letter topic."""
+
+
+@dlq_group.command("replay")
+@click.option("--limit", type=int, default=None, help="Replay at most N records.")
+@click.option("--dry-run", is_flag=True, help="Count what would be replayed; send nothing.")
+@click.option("--idle", type=float, default=3.0, show_default=True, help="Stop after idle s.")
+def dlq_replay(limit: int | None, dry_run: bool, idle: float) -> None:
+    """Send dead-lettered records back to the input topic once their cause is fixed."""
+    from streams.dlq import replay  # noqa: PLC0415
+
+    settings = _settings()
+    if not settings.bootstrap_servers:
+        fail(EscalationsError("KAFKA_BOOTSTRAP_SERVERS is not set (e.g. 127.0.0.1:9092)"))
+    report = asyncio.run(
+        replay(
+            settings.bootstrap_servers,
+            settings.dlq_topic,
+            settings.input_topic,
+            f"{settings.app_id}-dlq-replay",
+            idle_s=idle,
+            limit=limit,
+            dry_run=dry_run,
+        )
+    )
+    verb = "would replay" if dry_run else "replayed"
+    detail = ", ".join(f"{k}: {v}" for k, v in sorted(report.by_error.items())) or "nothing"
+    click.echo(f"{verb} {report.replayed} records from {settings.dlq_topic} ({detail})")
+
+
+if __name__ == "__main__":
+    main()

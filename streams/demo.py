@@ -1,0 +1,126 @@
+"""``escalations demo``: embedded broker + worker + the bundled sample, then the files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+from streams import settings as settings_module
+from streams.broker import EmbeddedBroker
+from streams.busjson import BusJson
+from streams.jsonl import render
+from streams.mapping import entry_from_event
+from streams.producer import produce_lines
+from streams.registry import IdFile
+from streams.sample import bus_events
+from streams.schemas import BUS_EVENT, SchemaStore
+from streams.sink import FILE_NAME
+from streams.topics import ensure_topics
+
+Echo = Callable[..., None]
+
+
+def expected_files(lines: list[str], store: SchemaStore) -> dict[str, bytes]:
+    """Per session, the bytes `escalations map` gives for its events (the job's contract)."""
+    out: dict[str, list[bytes]] = {}
+    for datum in BusJson(store.current(BUS_EVENT)).parse_lines(iter(lines)):
+        entry = entry_from_event(datum["event"], ts_us=datum["occurred_at"])
+        if entry is not None:
+            out.setdefault(datum["session_id"], []).append(render(entry))
+    return {session: b"".join(chunks) for session, chunks in out.items()}
+
+
+def actual_files(root: Path, sessions: list[str]) -> dict[str, bytes]:
+    found = {}
+    for session in sessions:
+        path = root / session / FILE_NAME
+        if path.exists():
+            found[session] = path.read_bytes()
+    return found
+
+
+def run_demo(*, count: int | None, timeout: float, echo: Echo) -> bool:
+    if count is None:
+        sample = resources.files("streams").joinpath("samples", "bus_events.jsonl")
+        lines = [x for x in sample.read_text(encoding="utf-8").split("\n") if x.strip()]
+    else:
+        lines = list(bus_events(count))
+    store = SchemaStore()
+    expected = expected_files(lines, store)
+    root = Path(tempfile.mkdtemp(prefix="escalations-demo-"))
+    echo(f"demo: {len(lines)} bus events for {len(expected)} sessions; state root {root}")
+    with EmbeddedBroker(log_file=root / "broker.log") as broker:
+        echo(f"demo: embedded broker (Tansu) on {broker.bootstrap}")
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "ESCALATIONS_STATE_ROOT": str(root),
+            "ESCALATIONS_WEB_ENABLED": "false",
+            "ESCALATIONS_SESSION_TIMEOUT": "3",
+        }
+        settings = settings_module.load(env)
+        asyncio.run(ensure_topics(settings, broker.bootstrap))
+        log_path = root / "worker.log"
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        echo(f"demo: worker pid {worker.pid}, log {log_path}")
+        try:
+            report = asyncio.run(
+                produce_lines(lines, broker.bootstrap, settings.input_topic, IdFile(store), store)
+            )
+            echo(f"demo: produced {report.events} events to {settings.input_topic}")
+            ok = _wait_for(root, expected, worker, timeout)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+    _show(root, expected, echo)
+    if ok:
+        echo(f"demo: OK, every file matches `escalations map` of the sample ({root})")
+    else:
+        echo(f"demo: FAILED, files differ from the expected lines; see {log_path}")
+    return ok
+
+
+def _wait_for(
+    root: Path, expected: dict[str, bytes], worker: subprocess.Popen[bytes], timeout: float
+) -> bool:
+    deadline = time.monotonic() + timeout
+    sessions = sorted(expected)
+    while time.monotonic() < deadline:
+        if actual_files(root, sessions) == expected:
+            return True
+        if worker.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return False
+
+
+def _show(root: Path, expected: dict[str, bytes], echo: Echo) -> None:
+    actual = actual_files(root, sorted(expected))
+    for session in sorted(expected):
+        data = actual.get(session, b"")
+        lines = data.splitlines()
+        state = "ok" if data == expected[session] else "DIFFERS"
+        echo(f"\n{root / session / FILE_NAME}: {len(lines)} lines, {len(data)} bytes, {state}")
+        for line in lines[:3]:
+            echo("  " + line.decode("utf-8"))
+        if len(lines) > 3:
+            echo(f"  ... {len(lines) - 3} more")

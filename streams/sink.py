@@ -1,0 +1,261 @@
+"""The file sink: ``<state root>/<session id>/pending_escalations.jsonl``, exactly once.
+
+Each state directory has a position file next to its JSONL file, replaced atomically
+(write, fsync, rename, fsync the directory) *after* the lines are appended and fsynced and
+*before* the consumer offset is committed. The position says how many bytes of the file are
+good and, per source partition, the last bus-event offset written. On first touch after a
+(re)assignment the sink truncates any torn tail past the recorded size, and it skips every
+entry at or below the recorded offset, so replays and repeats on the output topic write
+nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from streams.errors import SinkCorruptionError, SinkError
+
+log = logging.getLogger(__name__)
+
+FILE_NAME: Final = "pending_escalations.jsonl"
+POSITION_NAME: Final = ".pending_escalations.position.json"
+MAX_SESSION_ID_BYTES: Final = 200
+
+
+def session_id_problem(session_id: str) -> str | None:
+    """Why ``session_id`` is not a safe single path segment, or None when it is."""
+    if not session_id:
+        return "session id is empty"
+    if session_id in (".", ".."):
+        return f"session id {session_id!r} is a relative path component"
+    size = len(session_id.encode("utf-8", "surrogatepass"))
+    if size > MAX_SESSION_ID_BYTES:
+        return f"session id is {size} bytes (at most {MAX_SESSION_ID_BYTES})"
+    for ch in session_id:
+        if ch in "/\\":
+            return f"session id contains a path separator {ch!r}"
+        if ord(ch) < 0x20 or ord(ch) == 0x7F:
+            return f"session id contains a control character U+{ord(ch):04X}"
+        if 0xD800 <= ord(ch) <= 0xDFFF:
+            return "session id contains a lone surrogate (not UTF-8)"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SinkPosition:
+    size: int = 0  # bytes of the file that are known good
+    entries: int = 0  # lines in those bytes
+    offsets: Mapping[str, int] = field(default_factory=dict)  # "topic:partition" -> last offset
+    last_ts_us: int | None = None  # ts of the last entry written
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "size": self.size,
+                "entries": self.entries,
+                "offsets": dict(self.offsets),
+                "last_ts_us": self.last_ts_us,
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, path: Path) -> SinkPosition:
+        try:
+            data = json.loads(raw)
+            return cls(
+                size=int(data["size"]),
+                entries=int(data["entries"]),
+                offsets={str(k): int(v) for k, v in data["offsets"].items()},
+                last_ts_us=None if data.get("last_ts_us") is None else int(data["last_ts_us"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SinkCorruptionError(f"{path}: unreadable sink position: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class SinkLine:
+    """One rendered entry bound for a session's file, with its source coordinates."""
+
+    session_id: str
+    line: bytes
+    source: str  # "topic:partition" of the bus event
+    offset: int  # the bus event's offset
+    ts_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    positions: dict[str, SinkPosition]  # new position of every session that got lines
+    appended: int  # lines appended; the rest were at or below a recorded offset
+
+
+class FileSink:
+    """Appends lines per state directory with fsync and durable positions. Thread-safe."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._positions: dict[str, SinkPosition] = {}
+        self._lock = threading.Lock()
+
+    def check_root(self) -> None:
+        """Fail fast, with a clear error, when the state root cannot be written."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise SinkError(
+                f"ESCALATIONS_STATE_ROOT={str(self.root)!r} is not a writable directory: {exc}"
+            ) from exc
+
+    def directory(self, session_id: str) -> Path:
+        problem = session_id_problem(session_id)
+        if problem is not None:
+            raise SinkError(f"refusing state directory: {problem}")
+        path = self.root / session_id
+        if path.parent != self.root:  # belt and braces: never leave the root
+            raise SinkError(f"state directory for {session_id!r} escapes {self.root}")
+        return path
+
+    def forget(self) -> None:
+        """Drop cached positions: after a rebalance another worker may have written."""
+        with self._lock:
+            self._positions.clear()
+
+    def position(self, session_id: str) -> SinkPosition:
+        """The recorded position, recovering the directory on first touch."""
+        with self._lock:
+            return self._position(session_id)
+
+    def write(self, lines: Iterable[SinkLine]) -> WriteResult:
+        """Append each session's new lines in one write + fsync, then record the position.
+
+        Lines at or below a session's recorded source offset are skipped (already written).
+        """
+        by_session: dict[str, list[SinkLine]] = {}
+        for item in lines:
+            by_session.setdefault(item.session_id, []).append(item)
+        written: dict[str, SinkPosition] = {}
+        appended = 0
+        with self._lock:
+            for session_id, items in by_session.items():
+                before = self._position(session_id).entries
+                position = self._append(session_id, items)
+                if position is not None:
+                    written[session_id] = position
+                    appended += position.entries - before
+        return WriteResult(written, appended)
+
+    # -- internals (called with the lock held) --------------------------------------------
+
+    def _position(self, session_id: str) -> SinkPosition:
+        cached = self._positions.get(session_id)
+        if cached is None:
+            cached = self._recover(self.directory(session_id))
+            self._positions[session_id] = cached
+        return cached
+
+    def _recover(self, directory: Path) -> SinkPosition:
+        data, pos_path = directory / FILE_NAME, directory / POSITION_NAME
+        try:
+            raw = pos_path.read_bytes()
+        except FileNotFoundError:
+            raw = None
+        size = data.stat().st_size if data.exists() else 0
+        if raw is None:
+            if size:
+                # Written by someone else (e.g. the original in-process writer): adopt it.
+                log.warning("%s: adopting %d bytes written without a sink position", data, size)
+                position = SinkPosition(size=size, entries=data.read_bytes().count(b"\n"))
+                self._save(directory, position)
+                return position
+            return SinkPosition()
+        position = SinkPosition.from_json(raw, pos_path)
+        if size < position.size:
+            raise SinkCorruptionError(
+                f"{data} is {size} bytes but {position.size} were recorded as written: the file "
+                "was truncated or deleted outside the sink; rebuild it from the output topic"
+            )
+        if size > position.size:
+            log.warning(
+                "%s: truncating %d bytes past the recorded position %d (torn or uncommitted tail)",
+                data,
+                size - position.size,
+                position.size,
+            )
+            with open(data, "r+b") as f:
+                f.truncate(position.size)
+                os.fsync(f.fileno())
+        return position
+
+    def _append(self, session_id: str, items: list[SinkLine]) -> SinkPosition | None:
+        position = self._position(session_id)
+        offsets = dict(position.offsets)
+        fresh: list[SinkLine] = []
+        for item in items:
+            if item.offset > offsets.get(item.source, -1):
+                offsets[item.source] = item.offset
+                fresh.append(item)
+        if not fresh:
+            return None
+        directory = self.directory(session_id)
+        payload = b"".join(item.line for item in fresh)
+        new_dir = not directory.exists()
+        if new_dir:
+            directory.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(self.root)
+        fd = os.open(directory / FILE_NAME, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            # Write at the recorded size: whatever a failed earlier attempt left there goes.
+            os.ftruncate(fd, position.size)
+            os.lseek(fd, position.size, os.SEEK_SET)
+            _write_all(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new_dir:
+            _fsync_dir(directory)
+        position = SinkPosition(
+            size=position.size + len(payload),
+            entries=position.entries + len(fresh),
+            offsets=offsets,
+            last_ts_us=fresh[-1].ts_us,
+        )
+        self._save(directory, position)
+        self._positions[session_id] = position
+        return position
+
+    @staticmethod
+    def _save(directory: Path, position: SinkPosition) -> None:
+        tmp = directory / (POSITION_NAME + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, position.to_json())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, directory / POSITION_NAME)
+        _fsync_dir(directory)
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,213 @@
+"""The two stages of the job, in batches: bus events -> entries, entries -> files.
+
+The shell around the pure core: decodes with the writer's schema, routes bad input to the
+dead-letter topic, produces, and drives the file sink. Dependencies come in through the
+constructor; ``app.py`` wires them to Faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from streams.codec import Codec, schema_id_of
+from streams.deadletter import Headers, dead_letter_headers
+from streams.errors import Coordinates, InvalidRecordError, RecordError, SinkError
+from streams.jsonl import render, ts_in_range
+from streams.mapping import EscalationEntry, drop_reason
+from streams.pipeline import entry_datum
+from streams.registry import SchemaIds
+from streams.sink import FileSink, SinkLine, SinkPosition, WriteResult, session_id_problem
+
+log = logging.getLogger(__name__)
+
+#: Sends one record; the awaitable it returns completes when the broker has it.
+Send = Callable[[bytes | None, bytes | None, Headers], Awaitable[Awaitable[Any]]]
+
+
+class RawRecord(Protocol):
+    """What the stages need of a consumed Kafka record (Faust's Message has it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+
+def _headers(raw: Any) -> Headers:
+    if not raw:
+        return []
+    items = raw.items() if hasattr(raw, "items") else raw
+    return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters of what the job did; read by the demo, logs and the metrics view."""
+
+    events_in: Counter[str]
+    dropped: Counter[str]
+    dead_lettered: Counter[str]
+    entries_out: int = 0
+    lines_written: int = 0
+    repeats_skipped: int = 0
+
+    @classmethod
+    def empty(cls) -> Stats:
+        return cls(Counter(), Counter(), Counter())
+
+
+class Decoder:
+    """Wire-format decoding with writer schemas fetched by id (cached in the codec)."""
+
+    def __init__(self, codec: Codec, ids: SchemaIds) -> None:
+        self.codec = codec
+        self.ids = ids
+
+    async def decode(self, value: bytes | None, where: Coordinates) -> dict[str, Any]:
+        schema_id = schema_id_of(value)
+        if schema_id is not None and not self.codec.knows(schema_id):
+            schema = await self.ids.fetch(schema_id)
+            if schema is not None:
+                self.codec.add(schema_id, schema)
+        return self.codec.decode(value, where)[1]
+
+
+def _require(datum: dict[str, Any], where: Coordinates, schema_id: int | None, **types: type) -> None:
+    for name, kind in types.items():
+        if not isinstance(datum.get(name), kind):
+            raise InvalidRecordError(
+                f"field {name!r} is missing or not a {kind.__name__}", where=where, schema_id=schema_id
+            )
+
+
+def _check_session(session_id: str, ts_us: int, where: Coordinates, schema_id: int | None) -> None:
+    problem = session_id_problem(session_id)
+    if problem is not None:
+        raise InvalidRecordError(problem, where=where, schema_id=schema_id)
+    if not ts_in_range(ts_us):
+        raise InvalidRecordError(
+            f"timestamp {ts_us} µs is outside years 0001..9999", where=where, schema_id=schema_id
+        )
+
+
+class MapStage:
+    """bus-events -> escalations (+ dead letters), one batch at a time."""
+
+    def __init__(
+        self, decoder: Decoder, entry_schema_id: int, emit: Send, dead_letter: Send, stats: Stats
+    ) -> None:
+        self.decoder = decoder
+        self.entry_schema_id = entry_schema_id
+        self.emit = emit
+        self.dead_letter = dead_letter
+        self.stats = stats
+
+    async def process(self, records: Sequence[RawRecord]) -> None:
+        """Map a batch; returns once every produced record is acknowledged by the broker."""
+        pending: list[Awaitable[Any]] = []
+        encode = self.decoder.codec.encode
+        for r in records:
+            where = Coordinates(r.topic, r.partition, r.offset)
+            self.stats.events_in[r.topic] += 1
+            try:
+                datum = await self.decoder.decode(r.value, where)
+                schema_id = schema_id_of(r.value)
+                _require(datum, where, schema_id, session_id=str, occurred_at=int, event=tuple)
+                _check_session(datum["session_id"], datum["occurred_at"], where, schema_id)
+                out = entry_datum(datum, r.topic, r.partition, r.offset)
+                if out is None:
+                    self.stats.dropped[drop_reason(datum["event"])] += 1
+                    continue
+                key = datum["session_id"].encode()
+                pending.append(await self.emit(key, encode(self.entry_schema_id, out), []))
+                self.stats.entries_out += 1
+            except RecordError as exc:
+                pending.append(await self._dead_letter(r, exc))
+        await asyncio.gather(*pending)
+
+    async def _dead_letter(self, r: RawRecord, exc: RecordError) -> Awaitable[Any]:
+        log.warning("dead-lettering %s", exc)
+        self.stats.dead_lettered[type(exc).__name__] += 1
+        return await self.dead_letter(r.key, r.value, dead_letter_headers(exc, _headers(r.headers)))
+
+
+#: Called with each session's new position and the last record that moved it.
+OnWritten = Callable[[str, SinkPosition, RawRecord], None]
+
+
+class SinkStage:
+    """escalations -> <state root>/<session>/pending_escalations.jsonl, exactly once."""
+
+    def __init__(
+        self,
+        decoder: Decoder,
+        sink: FileSink,
+        dead_letter: Send,
+        stats: Stats,
+        on_written: OnWritten | None = None,
+        retries: int = 8,
+    ) -> None:
+        self.decoder = decoder
+        self.sink = sink
+        self.dead_letter = dead_letter
+        self.stats = stats
+        self.on_written = on_written
+        self.retries = retries
+
+    async def process(self, records: Sequence[RawRecord]) -> None:
+        """Write a batch: one write + fsync per state directory, positions recorded."""
+        lines: list[SinkLine] = []
+        last: dict[str, RawRecord] = {}
+        pending: list[Awaitable[Any]] = []
+        for r in records:
+            where = Coordinates(r.topic, r.partition, r.offset)
+            try:
+                d = await self.decoder.decode(r.value, where)
+                schema_id = schema_id_of(r.value)
+                _require(d, where, schema_id, session_id=str, ts=int, source_topic=str,
+                         source_partition=int, source_offset=int, summary=str, kind=str)
+                _check_session(d["session_id"], d["ts"], where, schema_id)
+                entry = EscalationEntry(
+                    d["ts"], d["kind"], d.get("goal_id"), d.get("intent"), d["summary"], None,
+                    bool(d.get("auto_proceed")),
+                )
+                source = f"{d['source_topic']}:{d['source_partition']}"
+                lines.append(SinkLine(d["session_id"], render(entry), source, d["source_offset"], d["ts"]))
+                last[d["session_id"]] = r
+            except RecordError as exc:
+                log.warning("dead-lettering %s", exc)
+                self.stats.dead_lettered[type(exc).__name__] += 1
+                headers = dead_letter_headers(exc, _headers(r.headers))
+                pending.append(await self.dead_letter(r.key, r.value, headers))
+        if lines:
+            result = await self._write(lines)
+            self.stats.lines_written += result.appended
+            self.stats.repeats_skipped += len(lines) - result.appended
+            if self.on_written is not None:
+                for session_id, position in result.positions.items():
+                    self.on_written(session_id, position, last[session_id])
+        await asyncio.gather(*pending)
+
+    async def _write(self, lines: Iterable[SinkLine]) -> WriteResult:
+        batch = list(lines)
+        delay = 0.1
+        for attempt in range(1, self.retries + 1):
+            try:
+                return await asyncio.to_thread(self.sink.write, batch)
+            except OSError as exc:
+                if attempt == self.retries:
+                    raise SinkError(
+                        f"cannot write under {self.sink.root} after {attempt} attempts: {exc}"
+                    ) from exc
+                log.warning("sink write failed (attempt %d/%d), retrying in %.1fs: %s",
+                            attempt, self.retries, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
