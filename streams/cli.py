@@ -68,12 +68,14 @@ def map_command() -> None:
 
     Pure: no Kafka. Input order is kept; events that are not escalation-class print nothing.
     A malformed line stops the run with its line number on stderr and exit status 1, after
-    every line before it was written.
+    every line before it was written. Input is UTF-8 whatever the locale (RFC 8259); a line
+    ends at LF only (CRLF works too; U+2028 inside a JSON string does not end a line).
     """
     from streams.pipeline import map_json_lines  # noqa: PLC0415 - keep `--help` fast
 
     try:
-        map_json_lines(sys.stdin, sys.stdout.buffer)
+        # Bytes, not the text layer: its decoding (and error handling) follows the locale.
+        map_json_lines(sys.stdin.buffer, sys.stdout.buffer)
     except InputLineError as exc:
         sys.stdout.flush()
         fail(exc)

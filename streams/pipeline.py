@@ -14,10 +14,13 @@ from streams.mapping import entry_from_event
 from streams.schemas import BUS_EVENT, SchemaStore
 
 
-def map_json_lines(lines: Iterable[str], out: IO[bytes], store: SchemaStore | None = None) -> int:
+def map_json_lines(
+    lines: Iterable[str | bytes], out: IO[bytes], store: SchemaStore | None = None
+) -> int:
     """``escalations map``: JSON-form lines -> JSONL lines; returns how many were written.
 
-    Writes every good line before raising InputLineError for a malformed one.
+    Lines given as bytes must be UTF-8. Writes every good line before raising
+    InputLineError for a malformed one (bad JSON, bad field or not UTF-8).
     """
     from streams.busjson import BusJson  # noqa: PLC0415
 

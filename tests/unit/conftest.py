@@ -58,7 +58,10 @@ VARIANTS: list[tuple[str, Any, Any]] = [
     (
         "RouterEscalating",
         {"RouterEscalating": {"intent": "Small", "target_mode": "WireWorker", "preflight": True}},
-        (BUS + "RouterEscalating", {"intent": "Small", "target_mode": "WireWorker", "preflight": True}),
+        (
+            BUS + "RouterEscalating",
+            {"intent": "Small", "target_mode": "WireWorker", "preflight": True},
+        ),
     ),
     (
         "WorkerStarted",

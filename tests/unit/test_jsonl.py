@@ -28,7 +28,7 @@ def make(
 
 def summary_bytes(line: bytes) -> bytes:
     """The JSON text of ``summary`` in a rendered line (between the fixed neighbour keys)."""
-    head, rest = line.split(b',"summary":', 1)
+    _, rest = line.split(b',"summary":', 1)
     assert rest.endswith(b',"confidence":null,"auto_proceed":false}\n')
     return rest[: -len(b',"confidence":null,"auto_proceed":false}\n')]
 
@@ -48,7 +48,9 @@ def test_router_escalation_line() -> None:
 
 
 def test_auto_proceed_true_line() -> None:
-    entry = make("escalating to goalrun", kind="router_escalation", intent="large", auto_proceed=True)
+    entry = make(
+        "escalating to goalrun", kind="router_escalation", intent="large", auto_proceed=True
+    )
     assert render(entry) == (
         b'{"ts":"2026-11-24T21:40:44.474123Z","kind":"router_escalation","goal_id":null,'
         b'"intent":"large","summary":"escalating to goalrun","confidence":null,'

@@ -245,7 +245,9 @@ DROPPED = [
         ),
         id="child-PlanUpdated",
     ),
-    pytest.param(child_goal("g1", "WorkerStarted", worker_id="w", task="t"), id="child-WorkerStarted"),
+    pytest.param(
+        child_goal("g1", "WorkerStarted", worker_id="w", task="t"), id="child-WorkerStarted"
+    ),
     pytest.param(
         child_goal("g1", "WorkerProgress", worker_id="w", msg="m"), id="child-WorkerProgress"
     ),
@@ -380,7 +382,7 @@ def test_same_event_same_entry_replayable() -> None:
 
 # -- strings are taken verbatim ---------------------------------------------------------------
 
-HOSTILE = "a\"b\\c\x00\x1f\x7f\u2028🚀 {kind} %s {} é\n"
+HOSTILE = 'a"b\\c\x00\x1f\x7f\u2028🚀 {kind} %s {} é\n'
 
 
 def test_summaries_embed_strings_verbatim() -> None:
