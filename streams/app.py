@@ -1,21 +1,26 @@
-"""Composition root: the Faust app, its topics, agents and table.
+"""Composition root: the Faust app, its topics, the batched pipeline, the table and views.
 
 Run it with ``escalations worker`` or Faust's own ``faust -A streams.app worker -l info``.
-Every topic carries raw bytes: decoding happens in our code so that a bad record goes to
-the dead-letter topic instead of being acked and lost inside Faust's codec machinery.
+
+The hot path is a Faust service (``streams.source.BatchSource``) with its own consumer
+group: it reads bus events and escalation entries in batches, maps, produces and writes the
+files, and commits only after that. Every topic carries raw bytes and is decoded in our own
+code, so a bad record goes to the dead-letter topic instead of being lost in a codec. The
+file sink reports each state directory's new position on a small internal topic, and an
+ordinary Faust agent turns those reports into the ``sink-positions`` table (a view).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
-import weakref
+from collections import defaultdict
 from typing import Any
 
 import faust
-from faust.streams import _current_event  # the table's changelog partition comes from it
 
 from streams import settings as settings_module
 from streams.codec import Codec
@@ -25,7 +30,9 @@ from streams.jsonl import rfc3339
 from streams.registry import IdFile, open_ids
 from streams.schemas import ENTRY, SchemaStore
 from streams.sink import FileSink, SinkPosition
+from streams.source import Batch, BatchSource
 from streams.stages import Decoder, MapStage, RawRecord, SinkStage, Stats
+from streams.topics import partition_for
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +50,7 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     broker_session_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-    broker_commit_interval=1.0,
     producer_linger=0.005,
-    stream_wait_empty=True,
     web_enabled=settings.web_enabled,
     web_bind=settings.web_host,
     web_port=settings.web_port,
@@ -53,7 +58,7 @@ app = faust.App(
 )
 
 
-def _topic(name: str) -> faust.TopicT:
+def _topic(name: str, *, internal: bool = True) -> faust.TopicT:
     return app.topic(
         name,
         key_type=bytes,
@@ -62,13 +67,15 @@ def _topic(name: str) -> faust.TopicT:
         value_serializer="raw",
         partitions=settings.partitions,
         replicas=settings.replication_factor,
-        internal=True,  # created by the app with the configured partitions
+        internal=internal,  # created by the app with the configured partitions
     )
 
 
 bus_events = _topic(settings.input_topic)
 escalations = _topic(settings.output_topic)
 dead_letters = _topic(settings.dlq_topic)
+#: Position reports of the sink (one small record per state directory and batch).
+sink_reports = _topic(f"{settings.app_id}-sink-reports")
 
 #: The queryable view of the sink: state directory -> entries, bytes, last offsets, last ts.
 sink_positions = app.Table(
@@ -85,8 +92,14 @@ ids = open_ids(settings.schema_registry_url, store)
 codec = Codec(ids.known() if isinstance(ids, IdFile) else {})
 decoder = Decoder(codec, ids)
 sink = FileSink(settings.state_root)
-_ready = asyncio.Event()
-_stages: dict[str, Any] = {}
+
+
+def fatal(exc: BaseException) -> None:
+    """Stop at once without committing: what was not written is consumed again on restart."""
+    log.critical("escalations: stopping: %s", exc, exc_info=not isinstance(exc, EscalationsError))
+    print(f"escalations: fatal: {exc}", file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(70)
 
 
 def _sender(topic: faust.TopicT) -> Any:
@@ -94,14 +107,6 @@ def _sender(topic: faust.TopicT) -> Any:
         return await topic.send(key=key, value=value, headers=headers)
 
     return send
-
-
-def fatal(exc: BaseException) -> None:
-    """Stop at once without committing: what was not written is consumed again on restart."""
-    log.critical("escalations: stopping: %s", exc)
-    print(f"escalations: fatal: {exc}", file=sys.stderr, flush=True)
-    logging.shutdown()
-    os._exit(70)
 
 
 def position_view(position: SinkPosition) -> dict[str, Any]:
@@ -114,29 +119,75 @@ def position_view(position: SinkPosition) -> dict[str, Any]:
     }
 
 
-def _update_view(session_id: str, position: SinkPosition, record: RawRecord) -> None:
-    # Snapshots, not increments: the file position is the truth and table recovery on a
-    # broker with wrong end offsets may come back short; the next write repairs the view.
-    event = record_events.get(id(record))
-    if event is not None:
-        _current_event.set(weakref.ref(event))
-    sink_positions[session_id] = position_view(position)
+class Pipeline:
+    """Both stages over one batch: bus events -> entries, entries -> files; then reports."""
+
+    def __init__(self, entry_schema_id: int) -> None:
+        self.reports: dict[str, SinkPosition] = {}
+        self.map = MapStage(
+            decoder, entry_schema_id, _sender(escalations), _sender(dead_letters), stats
+        )
+        self.sink = SinkStage(decoder, sink, _sender(dead_letters), stats, self._written)
+
+    def _written(self, session_id: str, position: SinkPosition, record: RawRecord) -> None:
+        self.reports[session_id] = position
+
+    async def __call__(self, batch: Batch) -> None:
+        by_topic: dict[str, list[Any]] = defaultdict(list)
+        for tp, records in batch.items():
+            by_topic[tp.topic].extend(records)
+        try:
+            if by_topic[settings.input_topic]:
+                await self.map.process(by_topic[settings.input_topic])
+            if by_topic[settings.output_topic]:
+                await self.sink.process(by_topic[settings.output_topic])
+            reports, self.reports = self.reports, {}
+            for session_id, position in reports.items():
+                await sink_reports.send(
+                    key=session_id.encode(), value=json.dumps(position_view(position)).encode()
+                )
+        except EscalationsError as exc:
+            fatal(exc)
+        except Exception as exc:  # our own bug: crash loudly, commit nothing
+            fatal(exc)
 
 
-record_events: dict[int, Any] = {}
+async def _on_assigned(assigned: set[Any]) -> None:
+    """Reload positions (another worker may have written) and repair torn tails at once."""
+    owned = {tp.partition for tp in assigned if tp.topic == settings.output_topic}
+    sink.forget()
+
+    def owns(session_id: str) -> bool:
+        return partition_for(session_id.encode(), settings.partitions) in owned
+
+    try:
+        checked = await asyncio.to_thread(sink.recover, owns)
+    except EscalationsError as exc:
+        fatal(exc)
+    log.info("sink: recovered %d state directories of partitions %s", checked, sorted(owned))
 
 
 @app.task
-async def prepare() -> None:
-    """Check the state root and the schema ids before any record is processed."""
+async def start_pipeline() -> None:
+    """Check the state root and the schema ids, then start the batched source."""
     try:
         sink.check_root()
         entry_id = await ids.id_for(ENTRY, f"{settings.output_topic}-value")
     except EscalationsError as exc:
         fatal(exc)
         return
-    _stages["map"] = MapStage(decoder, entry_id, _sender(escalations), _sender(dead_letters), stats)
-    _stages["sink"] = SinkStage(decoder, sink, _sender(dead_letters), stats, _update_view)
+    source = BatchSource(
+        bootstrap=settings.bootstrap_servers or "127.0.0.1:9092",
+        group_id=f"{settings.app_id}-pipeline",
+        topics=[settings.input_topic, settings.output_topic],
+        handle=Pipeline(entry_id),
+        on_assigned=_on_assigned,
+        batch_max=settings.batch_max,
+        session_timeout_s=settings.session_timeout_s,
+        loop=app.loop,
+        beacon=app.beacon,
+    )
+    await app.add_runtime_dependency(source)
     log.info(
         "escalations: %s -> %s -> %s (dead letters: %s), %d partitions",
         settings.input_topic,
@@ -145,42 +196,15 @@ async def prepare() -> None:
         settings.dlq_topic,
         settings.partitions,
     )
-    _ready.set()
 
 
-@app.agent(bus_events, name="map-bus-events")
-async def map_bus_events(stream: faust.StreamT[bytes]) -> None:
-    """Decode bus events, keep the escalation-class ones, produce entries (or dead letters)."""
-    async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-        await _ready.wait()
-        await _run("map", [e.message for e in events])
-
-
-@app.agent(escalations, name="write-jsonl")
-async def write_jsonl(stream: faust.StreamT[bytes]) -> None:
-    """Materialise entries into each session's pending_escalations.jsonl, exactly once."""
-    async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-        await _ready.wait()
-        messages = [e.message for e in events]
-        record_events.update((id(m), e) for m, e in zip(messages, events, strict=True))
-        try:
-            await _run("sink", messages)
-        finally:
-            record_events.clear()
-
-
-async def _run(stage: str, messages: list[Any]) -> None:
-    try:
-        # Shielded: a cancelled agent (shutdown) still finishes the batch it acks.
-        await asyncio.shield(_stages[stage].process(messages))
-    except EscalationsError as exc:
-        fatal(exc)
-
-
-@app.on_partitions_assigned.connect
-async def _on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-    # Another worker may have written our sessions' files while it owned them.
-    sink.forget()
+@app.agent(sink_reports, name="sink-positions-view")
+async def sink_positions_view(stream: faust.StreamT[bytes]) -> None:
+    """Keeps the sink-positions table: the latest reported position per state directory."""
+    async for event in stream.events():
+        key = event.message.key
+        if key is not None and event.message.value is not None:
+            sink_positions[key.decode()] = json.loads(event.message.value)
 
 
 def main() -> None:

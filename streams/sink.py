@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -130,6 +130,20 @@ class FileSink:
         """Drop cached positions: after a rebalance another worker may have written."""
         with self._lock:
             self._positions.clear()
+
+    def recover(self, owns: Callable[[str], bool]) -> int:
+        """Recover (truncate torn tails of) every state directory whose session we own.
+
+        Called on partition assignment; returns how many directories were checked.
+        """
+        names = sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        checked = 0
+        with self._lock:
+            for name in names:
+                if session_id_problem(name) is None and owns(name):
+                    self._position(name)
+                    checked += 1
+        return checked
 
     def position(self, session_id: str) -> SinkPosition:
         """The recorded position, recovering the directory on first touch."""

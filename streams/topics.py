@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import murmur2
 
 from streams.errors import ConfigError
 from streams.settings import Settings
@@ -38,3 +39,8 @@ async def ensure_topics(settings: Settings, bootstrap: str) -> None:
                 )
     finally:
         await admin.close()
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition the default (Java-compatible murmur2) partitioner gives ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

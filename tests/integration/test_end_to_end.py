@@ -1,0 +1,103 @@
+"""Bus events in, byte-exact JSONL files and one output record per entry out."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from streams.codec import Codec
+from streams.errors import Coordinates
+from streams.sample import bus_events
+from streams.sink import FILE_NAME
+
+from .conftest import Job
+
+pytestmark = pytest.mark.integration
+FAUST = str(Path(sys.executable).parent / "faust")
+
+
+async def read_topic(bootstrap: str, topic: str, expect: int, idle_s: float = 5.0) -> list:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records = []
+    try:
+        while len(records) < expect:
+            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
+            if not batch:
+                break
+            for recs in batch.values():
+                records.extend(recs)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def test_produce_command_to_files_and_output_topic(job: Job) -> None:
+    lines = list(bus_events(3000, sessions=8, seed=11))
+    expected = job.expected(lines)
+    job.worker()
+    produced = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "produce"],
+        input="\n".join(lines) + "\n",
+        env=job.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert produced.returncode == 0, produced.stderr
+    assert "produced 3000 events for 8 sessions" in produced.stderr
+
+    assert job.wait_for_files(expected) == expected, job.logs()
+    assert sorted(p.name for p in job.root.iterdir() if p.is_dir()) == sorted(expected)
+
+    entries = sum(data.count(b"\n") for data in expected.values())
+    records = asyncio.run(read_topic(job.bootstrap, job.settings.output_topic, entries))
+    codec = Codec(job.store.by_id())
+    decoded = [codec.decode(r.value, Coordinates(r.topic, r.partition, r.offset))[1] for r in records]
+    assert len(decoded) == entries
+    sources = {(d["source_topic"], d["source_partition"], d["source_offset"]) for d in decoded}
+    assert len(sources) == entries  # one record per entry, none doubled
+    assert all(d["source_topic"] == job.settings.input_topic for d in decoded)
+    assert all(r.key == d["session_id"].encode() for r, d in zip(records, decoded, strict=True))
+
+
+def test_faust_cli_lists_our_agents_and_table(job: Job) -> None:
+    agents = subprocess.run(
+        [FAUST, "-A", "streams.app", "agents"], env=job.env, capture_output=True, text=True,
+        timeout=60, cwd=job.tmp,
+    )
+    assert agents.returncode == 0, agents.stderr
+    assert "map-bus-events" in agents.stdout and "write-jsonl" in agents.stdout
+    assert job.settings.input_topic in agents.stdout
+    tables = subprocess.run(
+        [FAUST, "-A", "streams.app", "tables"], env=job.env, capture_output=True, text=True,
+        timeout=60, cwd=job.tmp,
+    )
+    assert tables.returncode == 0, tables.stderr
+    assert "sink-positions" in tables.stdout
+
+
+def test_sigterm_drains_and_exits_quickly(job: Job) -> None:
+    lines = list(bus_events(2000, sessions=4, seed=3))
+    expected = job.expected(lines)
+    worker = job.worker()
+    job.produce(lines)
+    assert job.wait_for_files(expected) == expected, job.logs()
+    took = worker.terminate(timeout=15)
+    assert took < 10, f"SIGTERM took {took:.1f}s"
+    assert worker.process is not None and worker.process.returncode == 0, job.logs()
+    # Restarted, it writes nothing twice.
+    job.worker()
+    more = list(bus_events(2300, sessions=4, seed=3))
+    job.produce(more[2000:])
+    expected = job.expected(more)
+    assert job.wait_for_files(expected) == expected, job.logs()
+    for session in expected:
+        assert (job.root / session / FILE_NAME).read_bytes() == expected[session]
