@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,15 @@ def test_produce_command_to_files_and_output_topic(job: Job) -> None:
     assert all(d["source_topic"] == job.settings.input_topic for d in decoded)
     assert all(r.key == d["session_id"].encode() for r, d in zip(records, decoded, strict=True))
 
+    # The sink's position reports (what the sink-positions table holds) match the files.
+    reports = asyncio.run(
+        read_topic(job.bootstrap, f"{job.settings.app_id}-sink-reports", 10**9, idle_s=2.0)
+    )
+    latest = {r.key.decode(): json.loads(r.value) for r in reports}
+    for session, data in expected.items():
+        assert latest[session]["bytes"] == len(data)
+        assert latest[session]["entries"] == data.count(b"\n")
+
 
 def test_faust_cli_lists_our_agents_and_table(job: Job) -> None:
     agents = subprocess.run(
@@ -74,8 +84,8 @@ def test_faust_cli_lists_our_agents_and_table(job: Job) -> None:
         timeout=60, cwd=job.tmp,
     )
     assert agents.returncode == 0, agents.stderr
-    assert "map-bus-events" in agents.stdout and "write-jsonl" in agents.stdout
-    assert job.settings.input_topic in agents.stdout
+    assert "sink-positions-view" in agents.stdout
+    assert f"{job.settings.app_id}-sink-reports" in agents.stdout
     tables = subprocess.run(
         [FAUST, "-A", "streams.app", "tables"], env=job.env, capture_output=True, text=True,
         timeout=60, cwd=job.tmp,
