@@ -167,7 +167,7 @@ async def _on_assigned(assigned: set[Any]) -> None:
     log.info("sink: recovered %d state directories of partitions %s", checked, sorted(owned))
 
 
-@app.task
+@app.task  # type: ignore[untyped-decorator]  # faust ships no types for it
 async def start_pipeline() -> None:
     """Check the state root and the schema ids, then start the batched source."""
     try:

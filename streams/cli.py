@@ -31,7 +31,7 @@ def fail(exc: BaseException) -> NoReturn:
 
 
 def _settings() -> Any:
-    from streams import settings  # noqa: PLC0415
+    from streams import settings
 
     try:
         return settings.load()
@@ -45,7 +45,7 @@ def _broker(settings: Any) -> Iterator[str]:
     if settings.bootstrap_servers:
         yield settings.bootstrap_servers
         return
-    from streams.broker import EmbeddedBroker  # noqa: PLC0415
+    from streams.broker import EmbeddedBroker
 
     try:
         broker = EmbeddedBroker().start()
@@ -71,7 +71,7 @@ def map_command() -> None:
     every line before it was written. Input is UTF-8 whatever the locale (RFC 8259); a line
     ends at LF only (CRLF works too; U+2028 inside a JSON string does not end a line).
     """
-    from streams.pipeline import map_json_lines  # noqa: PLC0415 - keep `--help` fast
+    from streams.pipeline import map_json_lines
 
     try:
         # Bytes, not the text layer: its decoding (and error handling) follows the locale.
@@ -96,10 +96,10 @@ def produce_command(topic: str | None) -> None:
 
 
 def _produce(settings: Any, bootstrap: str, lines: Any, topic: str) -> None:
-    from streams.producer import produce_lines  # noqa: PLC0415
-    from streams.registry import open_ids  # noqa: PLC0415
-    from streams.schemas import SchemaStore  # noqa: PLC0415
-    from streams.topics import ensure_topics  # noqa: PLC0415
+    from streams.producer import produce_lines
+    from streams.registry import open_ids
+    from streams.schemas import SchemaStore
+    from streams.topics import ensure_topics
 
     tty = sys.stderr.isatty()
     cr = "\r" if tty else ""
@@ -124,9 +124,7 @@ def _produce(settings: Any, bootstrap: str, lines: Any, topic: str) -> None:
     )
 
 
-@main.command(
-    "worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
-)
+@main.command("worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("faust_args", nargs=-1, type=click.UNPROCESSED)
 def worker_command(faust_args: tuple[str, ...]) -> None:
     """Run the Faust worker: bus events -> escalations -> JSONL files (and dead letters).
@@ -137,13 +135,13 @@ def worker_command(faust_args: tuple[str, ...]) -> None:
     settings = _settings()
     with _broker(settings) as bootstrap:
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-        from streams.topics import ensure_topics  # noqa: PLC0415
+        from streams.topics import ensure_topics
 
         try:
             asyncio.run(ensure_topics(settings, bootstrap))
         except EscalationsError as exc:
             fail(exc)
-        from streams.app import app  # noqa: PLC0415 - reads the settings above
+        from streams.app import app
 
         args = list(faust_args)
         if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in args):
@@ -166,7 +164,7 @@ def demo_command(count: int | None, timeout: float) -> None:
 
     Exits 0 when every file holds exactly the lines `escalations map` gives for the sample.
     """
-    from streams.demo import run_demo  # noqa: PLC0415
+    from streams.demo import run_demo
 
     try:
         ok = run_demo(count=count, timeout=timeout, echo=click.echo)
@@ -183,7 +181,7 @@ def schemas_group() -> None:
 @schemas_group.command("check")
 def schemas_check() -> None:
     """Committed ids match the schemas; each is BACKWARD compatible with its last version."""
-    from streams.schemas import CONTRACTS, SchemaStore, check  # noqa: PLC0415
+    from streams.schemas import CONTRACTS, SchemaStore, check
 
     try:
         store = SchemaStore()
@@ -202,14 +200,16 @@ def schemas_check() -> None:
 @schemas_group.command("freeze")
 def schemas_freeze() -> None:
     """Give every changed schema a new version and id (refused when not BACKWARD compatible)."""
-    from streams.schemas import CONTRACTS, SchemaStore, freeze  # noqa: PLC0415
+    from streams.schemas import CONTRACTS, SchemaStore, freeze
 
     try:
         store = SchemaStore()
         for name in CONTRACTS:
             version = freeze(store, name)
             state = "unchanged" if version is None else f"frozen as version {version.version}"
-            click.echo(f"{name}: {state}" + ("" if version is None else f", id {version.schema_id}"))
+            click.echo(
+                f"{name}: {state}" + ("" if version is None else f", id {version.schema_id}")
+            )
     except EscalationsError as exc:
         fail(exc)
 
@@ -217,8 +217,8 @@ def schemas_freeze() -> None:
 @schemas_group.command("register")
 def schemas_register() -> None:
     """Register the current schemas with SCHEMA_REGISTRY_URL (subjects <topic>-value)."""
-    from streams.registry import HttpRegistry  # noqa: PLC0415
-    from streams.schemas import BUS_EVENT, ENTRY, SchemaStore  # noqa: PLC0415
+    from streams.registry import HttpRegistry
+    from streams.schemas import BUS_EVENT, ENTRY, SchemaStore
 
     settings = _settings()
     if not settings.schema_registry_url:
@@ -247,7 +247,7 @@ def dlq_group() -> None:
 @click.option("--idle", type=float, default=3.0, show_default=True, help="Stop after idle s.")
 def dlq_replay(limit: int | None, dry_run: bool, idle: float) -> None:
     """Send dead-lettered records back to the input topic once their cause is fixed."""
-    from streams.dlq import replay  # noqa: PLC0415
+    from streams.dlq import replay
 
     settings = _settings()
     if not settings.bootstrap_servers:

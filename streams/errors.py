@@ -49,9 +49,7 @@ class InputLineError(EscalationsError):
 class RecordError(EscalationsError):
     """A Kafka record that cannot be processed: it goes to the dead-letter topic."""
 
-    def __init__(
-        self, message: str, *, where: Coordinates, schema_id: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, where: Coordinates, schema_id: int | None = None) -> None:
         super().__init__(f"{where}: {message}")
         self.where = where
         self.schema_id = schema_id

@@ -53,4 +53,3 @@ def render(entry: EscalationEntry, /) -> bytes:
         f'"confidence":null,"auto_proceed":{"true" if entry.auto_proceed else "false"}}}\n'
     )
     return line.encode("utf-8")
-

@@ -21,18 +21,36 @@ BusEvent = tuple[str, Mapping[str, Any]]
 #: Every variant of the contract this code knows; anything else is a newer producer's.
 KNOWN_BUS_VARIANTS: Final = frozenset(
     BUS + name
-    for name in (
-        "ClassifierDecided RouterEscalating WorkerStarted WorkerProgress WorkerCompleted "
-        "ChildGoalCreated ChildGoalEvent CostDelta PreflightRequest PreflightResponse "
-        "DisclosureLine Refused CostSoftCapWarning"
-    ).split()
+    for name in [
+        "ClassifierDecided",
+        "RouterEscalating",
+        "WorkerStarted",
+        "WorkerProgress",
+        "WorkerCompleted",
+        "ChildGoalCreated",
+        "ChildGoalEvent",
+        "CostDelta",
+        "PreflightRequest",
+        "PreflightResponse",
+        "DisclosureLine",
+        "Refused",
+        "CostSoftCapWarning",
+    ]
 )
 KNOWN_CHILD_VARIANTS: Final = frozenset(
     CHILD + name
-    for name in (
-        "Created PlanUpdated WorkerStarted WorkerProgress WorkerCompleted GateTransition "
-        "SliceOpened ProofReady Failed Cancelled"
-    ).split()
+    for name in [
+        "Created",
+        "PlanUpdated",
+        "WorkerStarted",
+        "WorkerProgress",
+        "WorkerCompleted",
+        "GateTransition",
+        "SliceOpened",
+        "ProofReady",
+        "Failed",
+        "Cancelled",
+    ]
 )
 
 # Why an event produced no entry (metrics labels).

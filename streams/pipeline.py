@@ -22,7 +22,7 @@ def map_json_lines(
     Lines given as bytes must be UTF-8. Writes every good line before raising
     InputLineError for a malformed one (bad JSON, bad field or not UTF-8).
     """
-    from streams.busjson import BusJson  # noqa: PLC0415
+    from streams.busjson import BusJson
 
     parser = BusJson((store or SchemaStore()).current(BUS_EVENT))
     written = 0

@@ -43,14 +43,14 @@ class HttpRegistry:
     """A Confluent-compatible schema registry, through python-schema-registry-client."""
 
     def __init__(self, url: str, store: SchemaStore) -> None:
-        from schema_registry.client import AsyncSchemaRegistryClient  # noqa: PLC0415
+        from schema_registry.client import AsyncSchemaRegistryClient
 
         self.url = url
         self.store = store
         self._client = AsyncSchemaRegistryClient(url=url)
 
     async def fetch(self, schema_id: int) -> dict[str, Any] | None:
-        from schema_registry.client.errors import ClientError  # noqa: PLC0415
+        from schema_registry.client.errors import ClientError
 
         try:
             found = await self._client.get_by_id(schema_id)
@@ -63,7 +63,7 @@ class HttpRegistry:
 
     async def id_for(self, name: str, subject: str) -> int:
         """Register the current schema under ``subject``; refuse it when the registry says no."""
-        from schema_registry.client.errors import ClientError  # noqa: PLC0415
+        from schema_registry.client.errors import ClientError
 
         schema = self.store.current(name)
         try:
@@ -76,7 +76,9 @@ class HttpRegistry:
                     )
             schema_id = await self._client.register(subject, schema)
         except (ClientError, OSError) as exc:
-            raise RegistryError(f"{self.url}: cannot register {name} as {subject!r}: {exc}") from exc
+            raise RegistryError(
+                f"{self.url}: cannot register {name} as {subject!r}: {exc}"
+            ) from exc
         log.info("schema %s is id %s in subject %s at %s", name, schema_id, subject, self.url)
         return int(schema_id)
 

@@ -39,35 +39,76 @@ def _event(rng: random.Random, i: int) -> dict[str, Any]:
     goal = f"g{rng.randrange(20)}"
     worker = f"w{rng.randrange(50)}"
     child: list[Any] = [
-        {"GateTransition": {"gate": rng.choice(("test", "lint", "review")), "from": "running",
-                            "to": rng.choice(("passed", "failed"))}},
+        {
+            "GateTransition": {
+                "gate": rng.choice(("test", "lint", "review")),
+                "from": "running",
+                "to": rng.choice(("passed", "failed")),
+            }
+        },
         {"ProofReady": {"path": f"/tmp/proofs/{goal}/proof-{i}.md"}},
         {"Failed": {"reason": text}},
         "Cancelled",
         {"Created": {"goal_id": goal, "plan": ["a", "b"]}},
-        {"PlanUpdated": {"revision": i % 7, "nodes": [{"id": "n1", "label": text, "status": "todo"}]}},
+        {
+            "PlanUpdated": {
+                "revision": i % 7,
+                "nodes": [{"id": "n1", "label": text, "status": "todo"}],
+            }
+        },
         {"WorkerStarted": {"worker_id": worker, "task": text}},
         {"WorkerProgress": {"worker_id": worker, "msg": "half way"}},
         {"WorkerCompleted": {"worker_id": worker, "files": i % 9, "ok": True}},
         {"SliceOpened": {"slice_id": f"s{i}", "worktree": "/tmp/wt", "pr_url": None}},
     ]
     kept: list[Any] = [
-        {"RouterEscalating": {"intent": rng.choice(INTENTS), "target_mode": rng.choice(MODES),
-                              "preflight": rng.random() < 0.5}},
-        {"WorkerStarted": {"worker_id": worker, "kind": rng.choice(("edit", "plan")), "task": text}},
-        {"WorkerCompleted": {"worker_id": worker, "files_touched": i % 13, "ok": rng.random() < 0.8}},
+        {
+            "RouterEscalating": {
+                "intent": rng.choice(INTENTS),
+                "target_mode": rng.choice(MODES),
+                "preflight": rng.random() < 0.5,
+            }
+        },
+        {
+            "WorkerStarted": {
+                "worker_id": worker,
+                "kind": rng.choice(("edit", "plan")),
+                "task": text,
+            }
+        },
+        {
+            "WorkerCompleted": {
+                "worker_id": worker,
+                "files_touched": i % 13,
+                "ok": rng.random() < 0.8,
+            }
+        },
         {"ChildGoalCreated": {"goal_id": goal, "parent_conv_id": "c1", "plan": ["step 1"]}},
         {"ChildGoalEvent": {"goal_id": goal, "event": rng.choice(child[:4])}},
         {"Refused": {"reason": text, "intent": rng.choice(INTENTS)}},
     ]
     filtered: list[Any] = [
-        {"ClassifierDecided": {"intent": rng.choice(INTENTS), "confidence": 0.5, "latency_ms": 12,
-                               "reasoning": text, "cached": False, "fallback": False}},
+        {
+            "ClassifierDecided": {
+                "intent": rng.choice(INTENTS),
+                "confidence": 0.5,
+                "latency_ms": 12,
+                "reasoning": text,
+                "cached": False,
+                "fallback": False,
+            }
+        },
         {"WorkerProgress": {"worker_id": worker, "percent": 0.5, "message": None}},
         {"ChildGoalEvent": {"goal_id": goal, "event": rng.choice(child[4:])}},
         {"CostDelta": {"source": "llm", "tokens_in": 100, "tokens_out": 50, "usd": 0.01}},
-        {"PreflightRequest": {"kind": rng.choice(PREFLIGHT_KINDS), "headline": text,
-                              "timeout_ms": 30000, "ticket_id": f"t{i}"}},
+        {
+            "PreflightRequest": {
+                "kind": rng.choice(PREFLIGHT_KINDS),
+                "headline": text,
+                "timeout_ms": 30000,
+                "ticket_id": f"t{i}",
+            }
+        },
         {"PreflightResponse": rng.choice(ACTIONS)},
         {"DisclosureLine": text},
         {"CostSoftCapWarning": {"current_usd": 1.5, "soft_cap_usd": 2.0}},

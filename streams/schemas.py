@@ -124,13 +124,14 @@ def compatibility_problems(reader: dict[str, Any], writer: dict[str, Any]) -> li
 
     BACKWARD, as a registry checks it: the new schema (reader) reads the previous (writer).
     """
-    from avro.compatibility import (  # noqa: PLC0415 - the avro package is only for this check
+    from avro.compatibility import (
         ReaderWriterCompatibilityChecker,
         SchemaCompatibilityType,
     )
-    from avro.schema import parse  # noqa: PLC0415
+    from avro.schema import parse
 
-    result = ReaderWriterCompatibilityChecker().get_compatibility(
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
+    result = checker.get_compatibility(
         parse(json.dumps(reader)), parse(json.dumps(writer))
     )
     if result.compatibility is SchemaCompatibilityType.compatible:

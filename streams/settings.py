@@ -152,7 +152,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         session_timeout_s=_float(
             env, "ESCALATIONS_SESSION_TIMEOUT", 10.0, "ESCALATIONS_SESSION_TIMEOUT=10"
         ),
-        batch_max=_int(env, "ESCALATIONS_BATCH_MAX", 1000, 1, 1_000_000, "ESCALATIONS_BATCH_MAX=1000"),
-        batch_within_s=_float(env, "ESCALATIONS_BATCH_WITHIN", 0.05, "ESCALATIONS_BATCH_WITHIN=0.05"),
+        batch_max=_int(
+            env, "ESCALATIONS_BATCH_MAX", 1000, 1, 1_000_000, "ESCALATIONS_BATCH_MAX=1000"
+        ),
+        batch_within_s=_float(
+            env, "ESCALATIONS_BATCH_WITHIN", 0.05, "ESCALATIONS_BATCH_WITHIN=0.05"
+        ),
         **topics,
     )

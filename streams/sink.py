@@ -136,7 +136,9 @@ class FileSink:
 
         Called on partition assignment; returns how many directories were checked.
         """
-        names = sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        names = (
+            sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        )
         checked = 0
         with self._lock:
             for name in names:

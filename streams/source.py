@@ -47,7 +47,7 @@ def _tps(tps: set[TopicPartition]) -> str:
     return ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)) or "nothing"
 
 
-class BatchSource(Service):  # type: ignore[misc]
+class BatchSource(Service):
     """Consumes ``topics`` in batches and commits each batch after ``handle`` returned."""
 
     def __init__(
@@ -116,13 +116,15 @@ class BatchSource(Service):  # type: ignore[misc]
         await consumer.stop()
         log.info("source: group %s stopped after %d batches", self.group_id, self.batches)
 
-    @Service.task  # type: ignore[misc]
+    @Service.task
     async def _run(self) -> None:
         while not self.should_stop:
             consumer = self.consumer
             if consumer is None:
                 return
-            batch = await consumer.getmany(timeout_ms=self.fetch_wait_ms, max_records=self.batch_max)
+            batch = await consumer.getmany(
+                timeout_ms=self.fetch_wait_ms, max_records=self.batch_max
+            )
             if not batch:
                 continue
             async with self._busy:

@@ -79,11 +79,15 @@ class Decoder:
         return self.codec.decode(value, where)[1]
 
 
-def _require(datum: dict[str, Any], where: Coordinates, schema_id: int | None, **types: type) -> None:
+def _require(
+    datum: dict[str, Any], where: Coordinates, schema_id: int | None, **types: type
+) -> None:
     for name, kind in types.items():
         if not isinstance(datum.get(name), kind):
             raise InvalidRecordError(
-                f"field {name!r} is missing or not a {kind.__name__}", where=where, schema_id=schema_id
+                f"field {name!r} is missing or not a {kind.__name__}",
+                where=where,
+                schema_id=schema_id,
             )
 
 
@@ -171,15 +175,32 @@ class SinkStage:
             try:
                 d = await self.decoder.decode(r.value, where)
                 schema_id = schema_id_of(r.value)
-                _require(d, where, schema_id, session_id=str, ts=int, source_topic=str,
-                         source_partition=int, source_offset=int, summary=str, kind=str)
+                _require(
+                    d,
+                    where,
+                    schema_id,
+                    session_id=str,
+                    ts=int,
+                    source_topic=str,
+                    source_partition=int,
+                    source_offset=int,
+                    summary=str,
+                    kind=str,
+                )
                 _check_session(d["session_id"], d["ts"], where, schema_id)
                 entry = EscalationEntry(
-                    d["ts"], d["kind"], d.get("goal_id"), d.get("intent"), d["summary"], None,
+                    d["ts"],
+                    d["kind"],
+                    d.get("goal_id"),
+                    d.get("intent"),
+                    d["summary"],
+                    None,
                     bool(d.get("auto_proceed")),
                 )
                 source = f"{d['source_topic']}:{d['source_partition']}"
-                lines.append(SinkLine(d["session_id"], render(entry), source, d["source_offset"], d["ts"]))
+                lines.append(
+                    SinkLine(d["session_id"], render(entry), source, d["source_offset"], d["ts"])
+                )
                 last[d["session_id"]] = r
             except RecordError as exc:
                 log.warning("dead-lettering %s", exc)
@@ -206,8 +227,13 @@ class SinkStage:
                     raise SinkError(
                         f"cannot write under {self.sink.root} after {attempt} attempts: {exc}"
                     ) from exc
-                log.warning("sink write failed (attempt %d/%d), retrying in %.1fs: %s",
-                            attempt, self.retries, delay, exc)
+                log.warning(
+                    "sink write failed (attempt %d/%d), retrying in %.1fs: %s",
+                    attempt,
+                    self.retries,
+                    delay,
+                    exc,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")

@@ -26,7 +26,9 @@ async def ensure_topics(settings: Settings, bootstrap: str) -> None:
         )
         for name, code, *rest in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):
-                raise ConfigError(f"cannot create topic {name!r} on {bootstrap}: error {code} {rest}")
+                raise ConfigError(
+                    f"cannot create topic {name!r} on {bootstrap}: error {code} {rest}"
+                )
             if code == 0:
                 log.info("created topic %s with %d partitions", name, settings.partitions)
         for described in await admin.describe_topics(names):
@@ -43,4 +45,4 @@ async def ensure_topics(settings: Settings, bootstrap: str) -> None:
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition the default (Java-compatible murmur2) partitioner gives ``key``."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions

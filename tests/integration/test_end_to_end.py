@@ -61,7 +61,9 @@ def test_produce_command_to_files_and_output_topic(job: Job) -> None:
     entries = sum(data.count(b"\n") for data in expected.values())
     records = asyncio.run(read_topic(job.bootstrap, job.settings.output_topic, entries))
     codec = Codec(job.store.by_id())
-    decoded = [codec.decode(r.value, Coordinates(r.topic, r.partition, r.offset))[1] for r in records]
+    decoded = [
+        codec.decode(r.value, Coordinates(r.topic, r.partition, r.offset))[1] for r in records
+    ]
     assert len(decoded) == entries
     sources = {(d["source_topic"], d["source_partition"], d["source_offset"]) for d in decoded}
     assert len(sources) == entries  # one record per entry, none doubled
@@ -80,15 +82,23 @@ def test_produce_command_to_files_and_output_topic(job: Job) -> None:
 
 def test_faust_cli_lists_our_agents_and_table(job: Job) -> None:
     agents = subprocess.run(
-        [FAUST, "-A", "streams.app", "agents"], env=job.env, capture_output=True, text=True,
-        timeout=60, cwd=job.tmp,
+        [FAUST, "-A", "streams.app", "agents"],
+        env=job.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=job.tmp,
     )
     assert agents.returncode == 0, agents.stderr
     assert "sink-positions-view" in agents.stdout
     assert f"{job.settings.app_id}-sink-reports" in agents.stdout
     tables = subprocess.run(
-        [FAUST, "-A", "streams.app", "tables"], env=job.env, capture_output=True, text=True,
-        timeout=60, cwd=job.tmp,
+        [FAUST, "-A", "streams.app", "tables"],
+        env=job.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=job.tmp,
     )
     assert tables.returncode == 0, tables.stderr
     assert "sink-positions" in tables.stdout

@@ -225,7 +225,7 @@ def js(value: str | None) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def ref_line(  # noqa: PLR0917 - one positional argument per field, like the seed's entry()
+def ref_line(
     us: int, kind: str, goal_id: str | None, intent: str | None, summary: str, auto: bool
 ) -> bytes:
     text = (
