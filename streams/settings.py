@@ -36,7 +36,6 @@ class Settings:
     web_host: str = "127.0.0.1"
     session_timeout_s: float = 10.0
     batch_max: int = 1000
-    batch_within_s: float = 0.05
 
     @property
     def broker_url(self) -> str:
@@ -154,9 +153,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         batch_max=_int(
             env, "ESCALATIONS_BATCH_MAX", 1000, 1, 1_000_000, "ESCALATIONS_BATCH_MAX=1000"
-        ),
-        batch_within_s=_float(
-            env, "ESCALATIONS_BATCH_WITHIN", 0.05, "ESCALATIONS_BATCH_WITHIN=0.05"
         ),
         **topics,
     )
