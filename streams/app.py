@@ -184,6 +184,7 @@ async def start_pipeline() -> None:
         on_assigned=_on_assigned,
         batch_max=settings.batch_max,
         session_timeout_s=settings.session_timeout_s,
+        summary=lambda: f"{stats.summary()}; {_sync_summary()}",
         loop=app.loop,
         beacon=app.beacon,
     )
@@ -196,6 +197,15 @@ async def start_pipeline() -> None:
         settings.dlq_topic,
         settings.partitions,
     )
+
+
+@app.timer(30.0)  # type: ignore[untyped-decorator]
+async def log_stats() -> None:
+    log.info("stats: %s; %s", stats.summary(), _sync_summary())
+
+
+def _sync_summary() -> str:
+    return f"durable appends {sink.syncs} in {sink.sync_seconds:.3f}s"
 
 
 @app.agent(sink_reports, name="sink-positions-view")

@@ -131,9 +131,7 @@ def compatibility_problems(reader: dict[str, Any], writer: dict[str, Any]) -> li
     from avro.schema import parse
 
     checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
-    result = checker.get_compatibility(
-        parse(json.dumps(reader)), parse(json.dumps(writer))
-    )
+    result = checker.get_compatibility(parse(json.dumps(reader)), parse(json.dumps(writer)))
     if result.compatibility is SchemaCompatibilityType.compatible:
         return []
     return [

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,8 @@ class FileSink:
         self.root = root.resolve()
         self._positions: dict[str, SinkPosition] = {}
         self._lock = threading.Lock()
+        self.syncs = 0  # durable appends (write + fsync + position) so far
+        self.sync_seconds = 0.0  # time spent in them
 
     def check_root(self) -> None:
         """Fail fast, with a clear error, when the state root cannot be written."""
@@ -225,6 +228,7 @@ class FileSink:
             return None
         directory = self.directory(session_id)
         payload = b"".join(item.line for item in fresh)
+        started = time.perf_counter()
         new_dir = not directory.exists()
         if new_dir:
             directory.mkdir(parents=True, exist_ok=True)
@@ -248,6 +252,8 @@ class FileSink:
         )
         self._save(directory, position)
         self._positions[session_id] = position
+        self.syncs += 1
+        self.sync_seconds += time.perf_counter() - started
         return position
 
     @staticmethod

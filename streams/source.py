@@ -63,6 +63,7 @@ class BatchSource(Service):
         session_timeout_s: float = 10.0,
         revoke_timeout_s: float = 30.0,
         stop_timeout_s: float = 8.0,
+        summary: Callable[[], str] = lambda: "",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,6 +77,7 @@ class BatchSource(Service):
         self.session_timeout_s = session_timeout_s
         self.revoke_timeout_s = revoke_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.summary = summary
         self._busy = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.batches = 0
@@ -114,7 +116,12 @@ class BatchSource(Service):
         else:
             self._busy.release()
         await consumer.stop()
-        log.info("source: group %s stopped after %d batches", self.group_id, self.batches)
+        log.info(
+            "source: group %s stopped after %d batches: %s",
+            self.group_id,
+            self.batches,
+            self.summary(),
+        )
 
     @Service.task
     async def _run(self) -> None:

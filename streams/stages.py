@@ -62,6 +62,13 @@ class Stats:
     def empty(cls) -> Stats:
         return cls(Counter(), Counter(), Counter())
 
+    def summary(self) -> str:
+        return (
+            f"events in {sum(self.events_in.values())}, entries out {self.entries_out}, "
+            f"dropped {dict(self.dropped)}, dead-lettered {dict(self.dead_lettered)}, "
+            f"lines written {self.lines_written}, repeats skipped {self.repeats_skipped}"
+        )
+
 
 class Decoder:
     """Wire-format decoding with writer schemas fetched by id (cached in the codec)."""
