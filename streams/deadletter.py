@@ -27,7 +27,7 @@ def dead_letter_headers(
     headers: Headers = [(k, v) for k, v in (original or ()) if not k.startswith(PREFIX)]
     headers += [
         (ERROR_CLASS, type(error).__name__.encode()),
-        (ERROR_MESSAGE, str(error).encode("utf-8", "replace")[:MAX_MESSAGE_BYTES]),
+        (ERROR_MESSAGE, _truncated(str(error))),
         (SOURCE_TOPIC, where.topic.encode()),
         (SOURCE_PARTITION, str(where.partition).encode()),
         (SOURCE_OFFSET, str(where.offset).encode()),
@@ -35,6 +35,12 @@ def dead_letter_headers(
     if error.schema_id is not None:
         headers.append((SCHEMA_ID, str(error.schema_id).encode()))
     return headers
+
+
+def _truncated(message: str) -> bytes:
+    """At most MAX_MESSAGE_BYTES of UTF-8, cut at a character boundary."""
+    raw = message.encode("utf-8", "replace")[:MAX_MESSAGE_BYTES]
+    return raw.decode("utf-8", "ignore").encode("utf-8")
 
 
 def header(headers: Iterable[tuple[str, bytes]], name: str) -> str | None:

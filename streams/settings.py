@@ -48,7 +48,7 @@ class Settings:
 
 def _topic(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, default)
-    if not _TOPIC.match(value):
+    if not _TOPIC.match(value) or value in (".", ".."):
         raise ConfigError(
             f"{name}={value!r} is not a valid Kafka topic name "
             f"(letters, digits, '.', '_', '-'; e.g. {default})"
@@ -98,9 +98,10 @@ def _bootstrap(env: Mapping[str, str]) -> str | None:
     raw = env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if not raw:
         return None
-    servers = [s.strip().removeprefix("kafka://") for s in raw.split(",") if s.strip()]
+    # host:port lists, comma-separated; Faust's broker URL form (kafka://a:9092;kafka://b) too.
+    servers = [s.strip().removeprefix("kafka://") for s in re.split("[,;]", raw) if s.strip()]
     for server in servers:
-        if not _HOST_PORT.match(server):
+        if not _HOST_PORT.match(server) or not 0 < int(server.rsplit(":", 1)[1]) <= 65535:
             raise ConfigError(
                 f"KAFKA_BOOTSTRAP_SERVERS={raw!r}: {server!r} is not host:port "
                 "(e.g. KAFKA_BOOTSTRAP_SERVERS=broker1:9092,broker2:9092)"
@@ -134,7 +135,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if len(set(topics.values())) != 3:
         raise ConfigError(
             "ESCALATIONS_INPUT_TOPIC, ESCALATIONS_OUTPUT_TOPIC and ESCALATIONS_DLQ_TOPIC must be "
-            f"three different topics (got {sorted(topics.values())})"
+            f"three different topics (got {sorted(topics.values())}; e.g. "
+            f"{DEFAULT_INPUT_TOPIC}, {DEFAULT_OUTPUT_TOPIC}, {DEFAULT_DLQ_TOPIC})"
         )
     return Settings(
         bootstrap_servers=_bootstrap(env),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -71,12 +72,15 @@ class SinkPosition:
     def from_json(cls, raw: bytes, path: Path) -> SinkPosition:
         try:
             data = json.loads(raw)
-            return cls(
+            position = cls(
                 size=int(data["size"]),
                 entries=int(data["entries"]),
                 offsets={str(k): int(v) for k, v in data["offsets"].items()},
                 last_ts_us=None if data.get("last_ts_us") is None else int(data["last_ts_us"]),
             )
+            if position.size < 0 or position.entries < 0:
+                raise ValueError(f"negative size {position.size} or entries {position.entries}")
+            return position
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise SinkCorruptionError(f"{path}: unreadable sink position: {exc}") from exc
 
@@ -112,9 +116,11 @@ class FileSink:
         """Fail fast, with a clear error, when the state root cannot be written."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".write-probe"
-            probe.write_bytes(b"")
-            probe.unlink()
+            # Nameless where the OS allows (O_TMPFILE): it cannot collide with a session.
+            with tempfile.TemporaryFile(dir=self.root) as probe:
+                probe.write(b"probe")
+                probe.flush()
+                os.fsync(probe.fileno())
         except OSError as exc:
             raise SinkError(
                 f"ESCALATIONS_STATE_ROOT={str(self.root)!r} is not a writable directory: {exc}"
@@ -192,11 +198,7 @@ class FileSink:
         size = data.stat().st_size if data.exists() else 0
         if raw is None:
             if size:
-                # Written by someone else (e.g. the original in-process writer): adopt it.
-                log.warning("%s: adopting %d bytes written without a sink position", data, size)
-                position = SinkPosition(size=size, entries=data.read_bytes().count(b"\n"))
-                self._save(directory, position)
-                return position
+                return self._adopt(directory, data)
             return SinkPosition()
         position = SinkPosition.from_json(raw, pos_path)
         if size < position.size:
@@ -216,6 +218,24 @@ class FileSink:
                 os.fsync(f.fileno())
         return position
 
+    def _adopt(self, directory: Path, data: Path) -> SinkPosition:
+        """A file written by someone else (e.g. the original writer): keep its whole lines."""
+        content = data.read_bytes()
+        good = content.rfind(b"\n") + 1
+        log.warning(
+            "%s: adopting %d bytes written without a sink position (dropping a torn tail of %d)",
+            data,
+            good,
+            len(content) - good,
+        )
+        if good < len(content):
+            with open(data, "r+b") as f:
+                f.truncate(good)
+                os.fsync(f.fileno())
+        position = SinkPosition(size=good, entries=content.count(b"\n"))
+        self._save(directory, position)
+        return position
+
     def _append(self, session_id: str, items: list[SinkLine]) -> SinkPosition | None:
         position = self._position(session_id)
         offsets = dict(position.offsets)
@@ -233,6 +253,9 @@ class FileSink:
         if new_dir:
             directory.mkdir(parents=True, exist_ok=True)
             _fsync_dir(self.root)
+        if position.size == 0 and not (directory / POSITION_NAME).exists():
+            # Recorded before the first byte: a file without a position is never ours.
+            self._save(directory, position)
         fd = os.open(directory / FILE_NAME, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             # Write at the recorded size: whatever a failed earlier attempt left there goes.
