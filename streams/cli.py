@@ -236,6 +236,76 @@ def schemas_register() -> None:
         fail(exc)
 
 
+@main.group("sink")
+def sink_group() -> None:
+    """The JSONL files under ESCALATIONS_STATE_ROOT: verify them, rebuild them."""
+
+
+@sink_group.command("verify")
+def sink_verify() -> None:
+    """Check every state directory's file against its recorded position (exit 1 on problems)."""
+    from streams.maintenance import verify_session
+    from streams.sink import FileSink
+
+    settings = _settings()
+    sink = FileSink(settings.state_root)
+    sessions = sink.sessions()
+    problems = [p for session in sessions for p in verify_session(sink, session)]
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    click.echo(
+        f"checked {len(sessions)} state directories under {sink.root}: {len(problems)} problems"
+    )
+    sys.exit(1 if problems else 0)
+
+
+@sink_group.command("rebuild")
+@click.option("--session", "sessions", multiple=True, help="Session to rebuild (repeatable).")
+@click.option("--all", "all_", is_flag=True, help="Rebuild every session in the output topic.")
+@click.option(
+    "--idle", type=float, default=2.0, show_default=True, help="Stop reading after idle s."
+)
+def sink_rebuild(sessions: tuple[str, ...], all_: bool, idle: float) -> None:
+    """Rematerialise session files from the output topic (byte-identical; safe while running)."""
+    from streams.codec import Codec
+    from streams.maintenance import rebuild
+    from streams.registry import IdFile, open_ids
+    from streams.sink import FileSink, session_id_problem
+
+    settings = _settings()
+    if bool(sessions) == all_:
+        fail(EscalationsError("name sessions with --session S (repeatable) or pass --all"))
+    for session in sessions:
+        if (problem := session_id_problem(session)) is not None:
+            fail(EscalationsError(f"--session {session!r}: {problem}"))
+    if not settings.bootstrap_servers:
+        fail(EscalationsError("KAFKA_BOOTSTRAP_SERVERS is not set (e.g. 127.0.0.1:9092)"))
+    ids = open_ids(settings.schema_registry_url)
+    codec = Codec(ids.known() if isinstance(ids, IdFile) else {})
+    report = asyncio.run(
+        rebuild(
+            FileSink(settings.state_root),
+            codec,
+            ids,
+            settings.bootstrap_servers,
+            settings.output_topic,
+            settings.partitions,
+            set(sessions) if sessions else None,
+            idle_s=idle,
+        )
+    )
+    for session, position in sorted(report.positions.items()):
+        click.echo(f"rebuilt {session}: {position.entries} entries, {position.size} bytes")
+    missing = sorted(set(sessions) - set(report.positions))
+    for session in missing:
+        click.echo(f"not rebuilt {session}: a worker kept moving past the topic read", err=True)
+    click.echo(
+        f"read {report.records} records from {settings.output_topic} "
+        f"({report.undecodable} skipped as undecodable)"
+    )
+    sys.exit(1 if missing else 0)
+
+
 @main.group("dlq")
 def dlq_group() -> None:
     """The dead-letter topic."""

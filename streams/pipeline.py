@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from typing import IO, Any
 
 from streams.jsonl import render
-from streams.mapping import entry_from_event
+from streams.mapping import EscalationEntry, entry_from_event
 from streams.schemas import BUS_EVENT, SchemaStore
+from streams.sink import SinkLine
 
 
 def map_json_lines(
@@ -62,3 +63,18 @@ def entry_datum(
         "source_partition": partition,
         "source_offset": offset,
     }
+
+
+def sink_line(d: dict[str, Any]) -> SinkLine:
+    """An output-topic record (decoded) -> the line it becomes in its session's file."""
+    entry = EscalationEntry(
+        d["ts"],
+        d["kind"],
+        d.get("goal_id"),
+        d.get("intent"),
+        d["summary"],
+        None,
+        bool(d.get("auto_proceed")),
+    )
+    source = f"{d['source_topic']}:{d['source_partition']}"
+    return SinkLine(d["session_id"], render(entry), source, d["source_offset"], d["ts"])

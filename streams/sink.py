@@ -11,13 +11,15 @@ nothing twice.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -100,14 +102,26 @@ class SinkLine:
 class WriteResult:
     positions: dict[str, SinkPosition]  # new position of every session that got lines
     appended: int  # lines appended; the rest were at or below a recorded offset
+    corrupt: dict[str, str] = field(default_factory=dict)  # sessions skipped, and why
+
+
+LOCK_NAME: Final = ".lock"
 
 
 class FileSink:
-    """Appends lines per state directory with fsync and durable positions. Thread-safe."""
+    """Appends lines per state directory with fsync and durable positions.
+
+    Every change to a state directory happens under an exclusive ``flock`` on its lock
+    file and starts from the position on disk, so ``escalations sink rebuild`` (another
+    process) can replace a file while the worker runs. A directory whose file is shorter
+    than its recorded position is *corrupt*: its lines are skipped (they stay on the output
+    topic, from which ``sink rebuild`` restores the file) and the other sessions go on.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self._positions: dict[str, SinkPosition] = {}
+        self.corrupt: dict[str, str] = {}  # session -> why its lines are being skipped
         self._lock = threading.Lock()
         self.syncs = 0  # durable appends (write + fsync + position) so far
         self.sync_seconds = 0.0  # time spent in them
@@ -135,31 +149,50 @@ class FileSink:
             raise SinkError(f"state directory for {session_id!r} escapes {self.root}")
         return path
 
+    def sessions(self) -> list[str]:
+        """Every state directory under the root whose name is a valid session id."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and session_id_problem(p.name) is None
+        )
+
     def forget(self) -> None:
-        """Drop cached positions: after a rebalance another worker may have written."""
+        """Drop what is known of positions: after a rebalance another worker may have written."""
         with self._lock:
             self._positions.clear()
+            self.corrupt.clear()
 
     def recover(self, owns: Callable[[str], bool]) -> int:
         """Recover (truncate torn tails of) every state directory whose session we own.
 
         Called on partition assignment; returns how many directories were checked.
         """
-        names = (
-            sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
-        )
         checked = 0
         with self._lock:
-            for name in names:
-                if session_id_problem(name) is None and owns(name):
-                    self._position(name)
+            for name in self.sessions():
+                if owns(name):
                     checked += 1
+                    try:
+                        self._touch(name, [])
+                    except SinkCorruptionError as exc:
+                        log.error("sink: skipping session %s until it is rebuilt: %s", name, exc)
+                        self.corrupt[name] = str(exc)
         return checked
 
     def position(self, session_id: str) -> SinkPosition:
-        """The recorded position, recovering the directory on first touch."""
+        """The recorded position, recovering the directory (torn tail) first."""
         with self._lock:
-            return self._position(session_id)
+            directory = self.directory(session_id)
+            if not directory.is_dir():
+                return SinkPosition()
+            with _dir_lock(directory):
+                return self._recover(directory)
+
+    def known_positions(self) -> dict[str, SinkPosition]:
+        """The last position this sink saw per session (for views and metrics)."""
+        with self._lock:
+            return dict(self._positions)
 
     def write(self, lines: Iterable[SinkLine]) -> WriteResult:
         """Append each session's new lines in one write + fsync, then record the position.
@@ -170,24 +203,80 @@ class FileSink:
         for item in lines:
             by_session.setdefault(item.session_id, []).append(item)
         written: dict[str, SinkPosition] = {}
+        corrupt: dict[str, str] = {}
         appended = 0
         with self._lock:
             for session_id, items in by_session.items():
-                before = self._position(session_id).entries
-                position = self._append(session_id, items)
-                if position is not None:
+                try:
+                    before, position = self._touch(session_id, items)
+                except SinkCorruptionError as exc:
+                    if self.corrupt.get(session_id) != str(exc):
+                        log.error(
+                            "sink: skipping session %s until it is rebuilt: %s", session_id, exc
+                        )
+                    self.corrupt[session_id] = corrupt[session_id] = str(exc)
+                    continue
+                self.corrupt.pop(session_id, None)
+                if position is not before:
                     written[session_id] = position
-                    appended += position.entries - before
-        return WriteResult(written, appended)
+                    appended += position.entries - before.entries
+        return WriteResult(written, appended, corrupt)
 
-    # -- internals (called with the lock held) --------------------------------------------
+    def replace(self, session_id: str, lines: list[SinkLine]) -> SinkPosition | None:
+        """Rewrite a session's file from scratch with ``lines`` (``escalations sink rebuild``).
 
-    def _position(self, session_id: str) -> SinkPosition:
-        cached = self._positions.get(session_id)
-        if cached is None:
-            cached = self._recover(self.directory(session_id))
-            self._positions[session_id] = cached
-        return cached
+        ``lines`` must hold every entry of the session in output-topic order; repeats are
+        dropped as the sink drops them. Atomic: readers see the old file or the new one.
+        Returns None, changing nothing, when the recorded position is already past ``lines``
+        (a worker wrote entries the caller has not read yet: read more and try again).
+        """
+        directory = self.directory(session_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._lock, _dir_lock(directory):
+            fresh, position = _fresh(SinkPosition(), lines)
+            try:
+                recorded = SinkPosition.from_json(
+                    (directory / POSITION_NAME).read_bytes(), directory / POSITION_NAME
+                )
+            except (FileNotFoundError, SinkCorruptionError):
+                recorded = SinkPosition()
+            if any(o > position.offsets.get(s, -1) for s, o in recorded.offsets.items()):
+                return None
+            payload = b"".join(item.line for item in fresh)
+            tmp = directory / (FILE_NAME + ".rebuild")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _write_all(fd, payload)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # Position first (a bigger size than the old file is never "torn"), then the file.
+            self._save(directory, position)
+            os.replace(tmp, directory / FILE_NAME)
+            _fsync_dir(directory)
+            self._positions[session_id] = position
+            self.corrupt.pop(session_id, None)
+            return position
+
+    # -- internals (called with self._lock held) -------------------------------------------
+
+    def _touch(self, session_id: str, items: list[SinkLine]) -> tuple[SinkPosition, SinkPosition]:
+        """Recover the directory from disk and append ``items``: (before, after)."""
+        directory = self.directory(session_id)
+        if not directory.is_dir():
+            if not items:
+                return SinkPosition(), SinkPosition()
+            directory.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(self.root)
+        with _dir_lock(directory):
+            before = self._recover(directory)
+            self._positions[session_id] = before
+            fresh, after = _fresh(before, items)
+            if not fresh:
+                return before, before
+            self._append(directory, before, fresh, after)
+            self._positions[session_id] = after
+            return before, after
 
     def _recover(self, directory: Path) -> SinkPosition:
         data, pos_path = directory / FILE_NAME, directory / POSITION_NAME
@@ -204,7 +293,8 @@ class FileSink:
         if size < position.size:
             raise SinkCorruptionError(
                 f"{data} is {size} bytes but {position.size} were recorded as written: the file "
-                "was truncated or deleted outside the sink; rebuild it from the output topic"
+                "was truncated or deleted outside the sink; run `escalations sink rebuild "
+                f"--session {directory.name}` to restore it from the output topic"
             )
         if size > position.size:
             log.warning(
@@ -236,48 +326,25 @@ class FileSink:
         self._save(directory, position)
         return position
 
-    def _append(self, session_id: str, items: list[SinkLine]) -> SinkPosition | None:
-        position = self._position(session_id)
-        offsets = dict(position.offsets)
-        fresh: list[SinkLine] = []
-        for item in items:
-            if item.offset > offsets.get(item.source, -1):
-                offsets[item.source] = item.offset
-                fresh.append(item)
-        if not fresh:
-            return None
-        directory = self.directory(session_id)
-        payload = b"".join(item.line for item in fresh)
+    def _append(
+        self, directory: Path, before: SinkPosition, fresh: list[SinkLine], after: SinkPosition
+    ) -> None:
         started = time.perf_counter()
-        new_dir = not directory.exists()
-        if new_dir:
-            directory.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.root)
-        if position.size == 0 and not (directory / POSITION_NAME).exists():
+        if before.size == 0 and not (directory / POSITION_NAME).exists():
             # Recorded before the first byte: a file without a position is never ours.
-            self._save(directory, position)
+            self._save(directory, before)
         fd = os.open(directory / FILE_NAME, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             # Write at the recorded size: whatever a failed earlier attempt left there goes.
-            os.ftruncate(fd, position.size)
-            os.lseek(fd, position.size, os.SEEK_SET)
-            _write_all(fd, payload)
+            os.ftruncate(fd, before.size)
+            os.lseek(fd, before.size, os.SEEK_SET)
+            _write_all(fd, b"".join(item.line for item in fresh))
             os.fsync(fd)
         finally:
             os.close(fd)
-        if new_dir:
-            _fsync_dir(directory)
-        position = SinkPosition(
-            size=position.size + len(payload),
-            entries=position.entries + len(fresh),
-            offsets=offsets,
-            last_ts_us=fresh[-1].ts_us,
-        )
-        self._save(directory, position)
-        self._positions[session_id] = position
+        self._save(directory, after)
         self.syncs += 1
         self.sync_seconds += time.perf_counter() - started
-        return position
 
     @staticmethod
     def _save(directory: Path, position: SinkPosition) -> None:
@@ -290,6 +357,35 @@ class FileSink:
             os.close(fd)
         os.replace(tmp, directory / POSITION_NAME)
         _fsync_dir(directory)
+
+
+def _fresh(position: SinkPosition, items: list[SinkLine]) -> tuple[list[SinkLine], SinkPosition]:
+    """The items past the recorded offsets, and the position after appending them."""
+    offsets = dict(position.offsets)
+    fresh: list[SinkLine] = []
+    for item in items:
+        if item.offset > offsets.get(item.source, -1):
+            offsets[item.source] = item.offset
+            fresh.append(item)
+    if not fresh:
+        return [], position
+    return fresh, SinkPosition(
+        size=position.size + sum(len(item.line) for item in fresh),
+        entries=position.entries + len(fresh),
+        offsets=offsets,
+        last_ts_us=fresh[-1].ts_us,
+    )
+
+
+@contextmanager
+def _dir_lock(directory: Path) -> Iterator[None]:
+    """An exclusive flock on the directory's lock file: one writer at a time, any process."""
+    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, payload: bytes) -> None:

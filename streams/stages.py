@@ -17,9 +17,9 @@ from typing import Any, Protocol
 from streams.codec import Codec, schema_id_of
 from streams.deadletter import Headers, dead_letter_headers
 from streams.errors import Coordinates, InvalidRecordError, RecordError, SinkError
-from streams.jsonl import render, ts_in_range
-from streams.mapping import EscalationEntry, drop_reason
-from streams.pipeline import entry_datum
+from streams.jsonl import ts_in_range
+from streams.mapping import drop_reason
+from streams.pipeline import entry_datum, sink_line
 from streams.registry import SchemaIds
 from streams.sink import FileSink, SinkLine, SinkPosition, WriteResult, session_id_problem
 
@@ -195,19 +195,7 @@ class SinkStage:
                     kind=str,
                 )
                 _check_session(d["session_id"], d["ts"], where, schema_id)
-                entry = EscalationEntry(
-                    d["ts"],
-                    d["kind"],
-                    d.get("goal_id"),
-                    d.get("intent"),
-                    d["summary"],
-                    None,
-                    bool(d.get("auto_proceed")),
-                )
-                source = f"{d['source_topic']}:{d['source_partition']}"
-                lines.append(
-                    SinkLine(d["session_id"], render(entry), source, d["source_offset"], d["ts"])
-                )
+                lines.append(sink_line(d))
                 last[d["session_id"]] = r
             except RecordError as exc:
                 log.warning("dead-lettering %s", exc)

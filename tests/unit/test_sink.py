@@ -18,6 +18,7 @@ import pytest
 from streams.errors import SinkCorruptionError, SinkError
 from streams.sink import (
     FILE_NAME,
+    LOCK_NAME,
     MAX_SESSION_ID_BYTES,
     POSITION_NAME,
     FileSink,
@@ -188,7 +189,9 @@ def test_position_file_next_to_the_jsonl_records_size_entries_offsets_and_ts(
     sink = FileSink(root)
     sink.write(lines("s1", 7, 8, 9))
 
-    assert sorted(p.name for p in (root / "s1").iterdir()) == sorted([FILE_NAME, POSITION_NAME])
+    assert sorted(p.name for p in (root / "s1").iterdir()) == sorted(
+        [FILE_NAME, POSITION_NAME, LOCK_NAME]
+    )
     assert POSITION_NAME == ".pending_escalations.position.json"
     assert FILE_NAME == "pending_escalations.jsonl"
     assert recorded(root, "s1") == {
@@ -379,9 +382,13 @@ def test_file_shorter_than_recorded_raises_corruption_naming_the_file(root: Path
     assert str(path) in str(info.value)
     assert str(len(short)) in str(info.value)
 
-    with pytest.raises(SinkCorruptionError):
-        sink.write(lines("s1", 2))
+    # Writing skips the damaged session (its entries stay on the output topic for
+    # `sink rebuild`) and carries on with the others.
+    result = sink.write(lines("s1", 2) + lines("s2", 0))
+    assert str(path) in result.corrupt["s1"] and "sink rebuild" in result.corrupt["s1"]
     assert path.read_bytes() == short  # nothing was written over the damage
+    assert list(result.positions) == ["s2"]
+    assert sink.corrupt == result.corrupt
 
 
 def test_deleted_jsonl_with_a_position_raises_corruption(root: Path) -> None:
@@ -395,12 +402,13 @@ def test_deleted_jsonl_with_a_position_raises_corruption(root: Path) -> None:
     assert not path.exists()
 
 
-def test_corruption_in_one_directory_is_raised_by_recover(root: Path) -> None:
-    FileSink(root).write(lines("s1", 0, 1))
+def test_corruption_in_one_directory_is_reported_by_recover(root: Path) -> None:
+    FileSink(root).write(lines("s1", 0, 1) + lines("s2", 0))
     data_file(root, "s1").write_bytes(b"")
-    with pytest.raises(SinkCorruptionError) as info:
-        FileSink(root).recover(owns=lambda session_id: True)
-    assert str(data_file(root, "s1")) in str(info.value)
+    sink = FileSink(root)
+    assert sink.recover(owns=lambda session_id: True) == 2
+    assert str(data_file(root, "s1")) in sink.corrupt["s1"]
+    assert "s2" not in sink.corrupt
 
 
 def test_jsonl_without_a_position_file_is_adopted(root: Path) -> None:
@@ -577,7 +585,9 @@ def test_a_write_failing_after_the_append_is_repaired_by_the_same_sink(root: Pat
     assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3)
     assert recorded(root, "s1")["size"] == len(expected("s1", 0, 1, 2, 3))
     assert recorded(root, "s1")["entries"] == 4
-    assert sorted(p.name for p in (root / "s1").iterdir()) == sorted([FILE_NAME, POSITION_NAME])
+    assert sorted(p.name for p in (root / "s1").iterdir()) == sorted(
+        [FILE_NAME, POSITION_NAME, LOCK_NAME]
+    )
 
 
 def test_a_write_failing_after_the_append_is_repaired_after_a_restart(root: Path) -> None:
