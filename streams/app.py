@@ -23,10 +23,12 @@ from typing import Any
 import faust
 
 from streams import settings as settings_module
+from streams import web
 from streams.codec import Codec
 from streams.deadletter import Headers
 from streams.errors import EscalationsError
 from streams.jsonl import rfc3339
+from streams.metrics import Metrics
 from streams.registry import IdFile, open_ids
 from streams.schemas import ENTRY, SchemaStore
 from streams.sink import FileSink, SinkPosition
@@ -92,6 +94,19 @@ ids = open_ids(settings.schema_registry_url, store)
 codec = Codec(ids.known() if isinstance(ids, IdFile) else {})
 decoder = Decoder(codec, ids)
 sink = FileSink(settings.state_root)
+metrics = Metrics()
+sink.on_sync = metrics.sync_seconds.observe
+_source: list[BatchSource] = []  # the running source, once started
+
+
+def current_source() -> BatchSource | None:
+    return _source[0] if _source else None
+
+
+def unhealthy() -> str | None:
+    """The watchdog: why the worker is stuck, or None."""
+    source = current_source()
+    return None if source is None else source.stalled(settings.stall_timeout_s)
 
 
 def fatal(exc: BaseException) -> None:
@@ -136,6 +151,7 @@ class Pipeline:
         by_topic: dict[str, list[Any]] = defaultdict(list)
         for tp, records in batch.items():
             by_topic[tp.topic].extend(records)
+        metrics.batch_size.observe(sum(len(records) for records in by_topic.values()))
         try:
             if by_topic[settings.input_topic]:
                 await self.map.process(by_topic[settings.input_topic])
@@ -188,6 +204,7 @@ async def start_pipeline() -> None:
         loop=app.loop,
         beacon=app.beacon,
     )
+    _source.append(source)
     await app.add_runtime_dependency(source)
     log.info(
         "escalations: %s -> %s -> %s (dead letters: %s), %d partitions",
@@ -199,9 +216,24 @@ async def start_pipeline() -> None:
     )
 
 
+metrics.watch(stats, sink, current_source, unhealthy)
+web.install(
+    app,
+    sink=sink,
+    table=sink_positions,
+    metrics=metrics,
+    source=current_source,
+    unhealthy=unhealthy,
+    view=position_view,
+)
+
+
 @app.timer(30.0)  # type: ignore[untyped-decorator]
 async def log_stats() -> None:
     log.info("stats: %s; %s", stats.summary(), _sync_summary())
+    reason = unhealthy()
+    if reason is not None:
+        log.error("watchdog: %s", reason)
 
 
 def _sync_summary() -> str:

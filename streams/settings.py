@@ -36,6 +36,7 @@ class Settings:
     web_host: str = "127.0.0.1"
     session_timeout_s: float = 10.0
     batch_max: int = 1000
+    stall_timeout_s: float = 60.0
 
     @property
     def broker_url(self) -> str:
@@ -155,6 +156,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         batch_max=_int(
             env, "ESCALATIONS_BATCH_MAX", 1000, 1, 1_000_000, "ESCALATIONS_BATCH_MAX=1000"
+        ),
+        stall_timeout_s=_float(
+            env, "ESCALATIONS_STALL_TIMEOUT", 60.0, "ESCALATIONS_STALL_TIMEOUT=60"
         ),
         **topics,
     )

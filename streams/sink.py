@@ -125,6 +125,7 @@ class FileSink:
         self._lock = threading.Lock()
         self.syncs = 0  # durable appends (write + fsync + position) so far
         self.sync_seconds = 0.0  # time spent in them
+        self.on_sync: Callable[[float], None] | None = None  # each durable append's seconds
 
     def check_root(self) -> None:
         """Fail fast, with a clear error, when the state root cannot be written."""
@@ -343,8 +344,11 @@ class FileSink:
         finally:
             os.close(fd)
         self._save(directory, after)
+        took = time.perf_counter() - started
         self.syncs += 1
-        self.sync_seconds += time.perf_counter() - started
+        self.sync_seconds += took
+        if self.on_sync is not None:
+            self.on_sync(took)
 
     @staticmethod
     def _save(directory: Path, position: SinkPosition) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -41,6 +42,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("rebalance: assigned %s", _tps(assigned))
         await self.source.on_assigned(set(assigned))
+        self.source.processed = {}
+        self.source.last_progress = time.monotonic()
+        self.source.ready = True
 
 
 def _tps(tps: set[TopicPartition]) -> str:
@@ -81,6 +85,33 @@ class BatchSource(Service):
         self._busy = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.batches = 0
+        self.ready = False  # set once the first assignment was handled (sink recovered)
+        self.processed: dict[TopicPartition, int] = {}  # next offset to process, per partition
+        self.last_progress = time.monotonic()
+        self.batch_started: float | None = None
+
+    def lags(self) -> dict[TopicPartition, int]:
+        """Records waiting per assigned partition, where the broker reports a high watermark."""
+        consumer = self.consumer
+        if consumer is None:
+            return {}
+        lags = {}
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None and tp in self.processed:
+                lags[tp] = max(0, highwater - self.processed[tp])
+        return lags
+
+    def stalled(self, timeout_s: float) -> str | None:
+        """Why the source looks stuck (pending input, no progress for ``timeout_s``), or None."""
+        now = time.monotonic()
+        if self.batch_started is not None and now - self.batch_started > timeout_s:
+            return f"a batch has been running for {now - self.batch_started:.0f}s"
+        waiting = {tp: lag for tp, lag in self.lags().items() if lag > 0}
+        if waiting and now - self.last_progress > timeout_s:
+            where = ", ".join(f"{tp.topic}[{tp.partition}]: {lag}" for tp, lag in waiting.items())
+            return f"no progress for {now - self.last_progress:.0f}s with input waiting ({where})"
+        return None
 
     async def idle(self) -> None:
         """Returns once no batch is being processed."""
@@ -137,9 +168,15 @@ class BatchSource(Service):
             async with self._busy:
                 if self.consumer is None:
                     return  # stopping: the fetched batch is consumed again by the next owner
+                self.batch_started = time.monotonic()
                 await self.handle(batch)
                 await self._commit(consumer, batch)
                 self.batches += 1
+                for tp, records in batch.items():
+                    if records:
+                        self.processed[tp] = records[-1].offset + 1
+                self.last_progress = time.monotonic()
+                self.batch_started = None
 
     async def _commit(self, consumer: AIOKafkaConsumer, batch: Batch) -> None:
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}

@@ -1,0 +1,94 @@
+"""Prometheus metrics: the job's counters, fsync latency, batch sizes, lag, health."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from streams.sink import FileSink
+from streams.source import BatchSource
+from streams.stages import Stats
+
+CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+class Metrics:
+    """One registry per worker; counters are read from the live objects at scrape time."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sync_seconds = Histogram(
+            "escalations_durable_append_seconds",
+            "Time to append a state directory's lines, fsync, and record its position.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "escalations_batch_records",
+            "Records per processed batch (both topics).",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=self.registry,
+        )
+
+    def watch(
+        self,
+        stats: Stats,
+        sink: FileSink,
+        source: Callable[[], BatchSource | None],
+        healthy: Callable[[], str | None],
+    ) -> None:
+        self.registry.register(_Live(stats, sink, source, healthy))
+
+    def exposition(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
+class _Live:
+    def __init__(
+        self,
+        stats: Stats,
+        sink: FileSink,
+        source: Callable[[], BatchSource | None],
+        healthy: Callable[[], str | None],
+    ) -> None:
+        self.stats, self.sink, self.source, self.healthy = stats, sink, source, healthy
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        yield _counter("events_in", "Records consumed from the input topic.", s.events_in, "topic")
+        yield _counter("entries_out", "Escalation entries produced.", {"": s.entries_out})
+        yield _counter("events_dropped", "Bus events with no entry.", s.dropped, "reason")
+        yield _counter("dead_letters", "Records sent to the DLQ.", s.dead_lettered, "error")
+        yield _counter("lines_written", "JSONL lines appended.", {"": s.lines_written})
+        yield _counter("repeats_skipped", "Entries already written.", {"": s.repeats_skipped})
+        corrupt = GaugeMetricFamily(
+            "escalations_corrupt_sessions", "State directories skipped until rebuilt."
+        )
+        corrupt.add_metric([], len(self.sink.corrupt))
+        yield corrupt
+        source = self.source()
+        lag = GaugeMetricFamily(
+            "escalations_consumer_lag",
+            "Records waiting per partition (where the broker reports a high watermark).",
+            labels=["topic", "partition"],
+        )
+        ready = GaugeMetricFamily("escalations_ready", "1 once the sink has recovered.")
+        healthy = GaugeMetricFamily("escalations_healthy", "0 while the watchdog sees a stall.")
+        if source is not None:
+            for tp, value in source.lags().items():
+                lag.add_metric([tp.topic, str(tp.partition)], value)
+        ready.add_metric([], 1 if source is not None and source.ready else 0)
+        healthy.add_metric([], 1 if self.healthy() is None else 0)
+        yield lag
+        yield ready
+        yield healthy
+
+
+def _counter(name: str, doc: str, values: Any, label: str | None = None) -> Metric:
+    family = CounterMetricFamily(f"escalations_{name}", doc, labels=[label] if label else [])
+    for key, value in dict(values).items():
+        family.add_metric([key] if label else [], value)
+    return family

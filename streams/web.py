@@ -1,0 +1,73 @@
+"""Faust web views: health, readiness, Prometheus metrics and the file-sink table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from streams.metrics import CONTENT_TYPE, Metrics
+from streams.sink import FileSink, SinkPosition, session_id_problem
+from streams.source import BatchSource
+
+PositionView = Callable[[SinkPosition], dict[str, Any]]
+
+
+def install(
+    app: faust.App,
+    *,
+    sink: FileSink,
+    table: Any,
+    metrics: Metrics,
+    source: Callable[[], BatchSource | None],
+    unhealthy: Callable[[], str | None],
+    view: PositionView,
+) -> None:
+    """Register the operator's views on the app's web server (127.0.0.1 by default)."""
+
+    @app.page("/healthz")
+    async def healthz(self: View, request: Request) -> Response:
+        """200 while the pipeline makes progress; 503 with the reason when it is stuck."""
+        reason = unhealthy()
+        body = {
+            "status": "ok" if reason is None else "stalled",
+            "reason": reason,
+            "corrupt_sessions": dict(sink.corrupt),
+        }
+        return self.json(body, status=200 if reason is None else 503)
+
+    @app.page("/readyz")
+    async def readyz(self: View, request: Request) -> Response:
+        """200 once partitions are assigned and the sink has recovered their directories."""
+        current = source()
+        ready = current is not None and current.ready
+        return self.json({"ready": ready}, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def prometheus(self: View, request: Request) -> Response:
+        return self.bytes(metrics.exposition(), content_type=CONTENT_TYPE)
+
+    def _sessions() -> dict[str, Any]:
+        # The table (fed by position reports) plus what this worker's sink knows first-hand.
+        merged: dict[str, Any] = {str(k): v for k, v in table.items() if v is not None}
+        for session, position in sink.known_positions().items():
+            merged[session] = view(position)
+        for session, reason in sink.corrupt.items():
+            merged.setdefault(session, {})["corrupt"] = reason
+        return dict(sorted(merged.items()))
+
+    @app.page("/escalations/sessions/")
+    async def sessions(self: View, request: Request) -> Response:
+        """Per state directory: entries, bytes, last source offsets, last entry time."""
+        return self.json(_sessions())
+
+    @app.page("/escalations/sessions/{session_id}/")
+    async def one_session(self: View, request: Request, session_id: str) -> Response:
+        if session_id_problem(session_id) is not None:
+            return self.json({"error": "not a session id"}, status=400)
+        found = _sessions().get(session_id)
+        if found is None:
+            return self.json({"error": f"no state directory {session_id!r}"}, status=404)
+        return self.json(found)
