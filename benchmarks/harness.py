@@ -1,0 +1,863 @@
+"""The speed benchmark: the job against a plain aiokafka loop, on the embedded broker.
+
+``python -m benchmarks`` (``--events N``, default 200000; ``--quick`` for a ~20k smoke run):
+
+1. starts the embedded broker (Tansu, 127.0.0.1, memory storage), creates the topics
+   (4 partitions) and preloads N bus events of the sample mix (~40% filtered), encoded once,
+   keyed by session id;
+2. **reference**: a plain aiokafka loop (``benchmarks.reference``, its own process and group)
+   consumes them, decodes, maps, encodes, produces, flushes and commits per batch; timed from
+   the first record consumed to the last entry flushed;
+3. **job**: ``python -m streams.cli worker`` (its own topics, app id and state root, web off)
+   drains the same preloaded topic; timed from the first JSONL file appearing to every
+   session's file being complete (sizes polled every 10 ms, bytes checked at the end against
+   ``streams.demo.expected_files``); its SIGTERM line gives the sink's durable appends;
+4. **latency**: a fresh worker on the caught-up job, a steady offered load (default 5000
+   events/s for 10 s, in 10 ms bursts) of events whose ``occurred_at`` is unique, so each
+   JSONL line maps back to its send time; the session files are tailed every 5 ms;
+5. prints one table with the targets.
+
+Everything started here is stopped by PID in ``finally`` blocks; the temporary directory is
+removed unless ``--keep`` is given or something failed (then its path is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from benchmarks import data, pyspy
+from benchmarks.procstat import cpu_seconds, peak_rss_mb
+from streams import settings as settings_module
+from streams.broker import EmbeddedBroker
+from streams.sink import FILE_NAME
+from streams.topics import ensure_topics
+
+PROJECT = Path(__file__).resolve().parent.parent
+POLL_S = 0.010  # completion polling of the backlog run
+TAIL_S = 0.005  # tail polling of the latency run
+
+TARGET_RATIO = 0.5
+TARGET_FSYNC_SHARE = 0.10
+TARGET_P99_MS = 250.0
+TARGET_RSS_MB = 250.0
+
+#: The worker's line at SIGTERM (streams/source.py + app.py's summary).
+STOP_LINE = re.compile(
+    r"source: group \S+ stopped after (?P<batches>\d+) batches: (?P<summary>.*?)"
+    r"durable appends (?P<appends>\d+) in (?P<seconds>[\d.]+)s"
+)
+
+
+class BenchError(Exception):
+    """The benchmark could not measure what it set out to (the job failed or hung)."""
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+# -- processes we start -------------------------------------------------------------------
+
+
+def _stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> float:
+    """SIGTERM by PID and wait; SIGKILL when it does not exit. Returns the seconds it took."""
+    started = time.monotonic()
+    if process is None or process.poll() is not None:
+        return 0.0
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+    return time.monotonic() - started
+
+
+class Worker:
+    """``python -m streams.cli worker`` as a child process, with its own log file."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, name: str) -> None:
+        self.env, self.cwd, self.name = env, cwd, name
+        self.log_path = cwd / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    def start(self) -> Worker:
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.started = time.perf_counter()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def check_alive(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            code = None if self.process is None else self.process.returncode
+            raise BenchError(f"{self.name} exited (status {code}):\n{self.log_tail()}")
+
+    def stop(self) -> float:
+        return _stop_process(self.process)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[-chars:]
+
+    def stop_line(self) -> dict[str, Any] | None:
+        """The counters of the SIGTERM line: batches, lines written, durable appends, seconds."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        matches = list(STOP_LINE.finditer(text))
+        if not matches:
+            return None
+        found = matches[-1]
+        lines = re.search(r"lines written (\d+)", found["summary"])
+        events = re.search(r"events in (\d+)", found["summary"])
+        return {
+            "batches": int(found["batches"]),
+            "events_in": int(events[1]) if events else None,
+            "lines": int(lines[1]) if lines else None,
+            "appends": int(found["appends"]),
+            "append_seconds": float(found["seconds"]),
+            "text": found[0],
+        }
+
+
+# -- producing ----------------------------------------------------------------------------
+
+
+async def _preload(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
+    """Sends every record (keyed), awaits every delivery; returns the seconds it took."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks="all", max_batch_size=256 * 1024
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        in_flight = []
+        for key, value in records:
+            in_flight.append(await producer.send(topic, value, key=key))
+            if len(in_flight) >= 20_000:
+                await asyncio.gather(*in_flight)
+                in_flight.clear()
+        await producer.flush()
+        await asyncio.gather(*in_flight)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return -1
+
+
+def _wait_for_sizes(
+    paths: dict[str, Path],
+    sizes: dict[str, int],
+    worker: Worker,
+    timeout: float,
+    on_first: Callable[[], None] | None = None,
+    each_poll: Callable[[], None] | None = None,
+) -> None:
+    """Polls until every file has its expected size; ``on_first`` when any file has bytes."""
+    deadline = time.monotonic() + timeout
+    remaining = set(sizes)
+    first_seen = on_first is None
+    while remaining:
+        if each_poll is not None:
+            each_poll()
+        for session in list(remaining):
+            size = _size(paths[session])
+            if not first_seen and size > 0:
+                first_seen = True
+                assert on_first is not None
+                on_first()
+            if size == sizes[session]:
+                remaining.discard(session)
+            elif size > sizes[session]:
+                raise BenchError(
+                    f"{paths[session]} has {size} bytes, more than the {sizes[session]} expected"
+                )
+        if not remaining:
+            return
+        if time.monotonic() > deadline:
+            short = sorted(remaining)[:5]
+            raise BenchError(
+                f"{len(remaining)} session files incomplete after {timeout:.0f}s "
+                f"(e.g. {short}); worker log:\n{worker.log_tail()}"
+            )
+        worker.check_alive()
+        time.sleep(POLL_S)
+
+
+class LogWatch:
+    """Notices the first time ``needle`` appears in a growing log file."""
+
+    def __init__(self, path: Path, needle: str) -> None:
+        self.path = path
+        self.needle = needle.encode()
+        self.offset = 0
+        self.tail = b""
+
+    def seen(self) -> bool:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return False
+        self.offset += len(chunk)
+        text = self.tail + chunk
+        self.tail = text[-len(self.needle) :]
+        return self.needle in text
+
+
+# -- the phases ---------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    events: int = 0
+    lines: int = 0
+    preload_s: float = 0.0
+    reference: dict[str, Any] = field(default_factory=dict)
+    job: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    profile: list[str] = field(default_factory=list)
+
+
+def run_reference(
+    broker: EmbeddedBroker, tmp: Path, input_topic: str, output_topic: str, tag: str, n: int
+) -> dict[str, Any]:
+    """The plain loop in its own process; the broker's CPU sampled at its first/done lines."""
+    assert broker.process is not None
+    broker_pid = broker.process.pid
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.reference",
+        "--bootstrap",
+        broker.bootstrap,
+        "--input",
+        input_topic,
+        "--output",
+        output_topic,
+        "--group",
+        f"bench-reference-{tag}",
+        "--events",
+        str(n),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")]),
+    }
+    log_path = tmp / "reference.log"
+    process: subprocess.Popen[bytes] | None = None
+    broker_cpu: list[float] = []
+    result: dict[str, Any] | None = None
+    try:
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                command,
+                cwd=PROJECT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+        say(f"reference: pid {process.pid}")
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode().strip()
+            if line in ("first", "done"):
+                broker_cpu.append(cpu_seconds(broker_pid))
+            elif line.startswith("result "):
+                result = json.loads(line.removeprefix("result "))
+        if process.wait(timeout=30) != 0 or result is None:
+            raise BenchError(
+                f"reference exited with status {process.returncode}:\n"
+                f"{log_path.read_text(errors='replace')[-3000:]}"
+            )
+    finally:
+        _stop_process(process)
+    if len(broker_cpu) == 2:
+        result["broker_cpu_seconds"] = broker_cpu[1] - broker_cpu[0]
+    return result
+
+
+def run_backlog(
+    env: dict[str, str],
+    tmp: Path,
+    root: Path,
+    events: data.Events,
+    broker_pid: int,
+    input_topic: str,
+    profile: float,
+) -> tuple[dict[str, Any], list[str]]:
+    """One worker drains the preloaded topic, end to end: until every file is complete.
+
+    Marks when the pipeline's consumer logs its assignment (before its first fetch) and when
+    the first file appears; samples the worker's and the broker's CPU at both.
+    """
+    paths = {session: root / session / FILE_NAME for session in events.expected}
+    marks: dict[str, float] = {}
+    worker = Worker(env, tmp, "worker-backlog")
+    profiler = pyspy.Profiler(tmp, profile)
+    watch = LogWatch(worker.log_path, f"rebalance: assigned {input_topic}[")
+
+    def mark(name: str) -> None:
+        marks[name] = time.perf_counter()
+        marks[f"{name}_cpu"] = cpu_seconds(worker.pid)
+        marks[f"{name}_broker"] = cpu_seconds(broker_pid)
+        profiler.start(worker.pid)
+
+    def each_poll() -> None:
+        if "assigned" not in marks and watch.seen():
+            mark("assigned")
+
+    try:
+        worker.start()
+        say(f"job: worker pid {worker.pid}, log {worker.log_path}")
+        timeout = max(120.0, len(events.records) / 500)
+        _wait_for_sizes(paths, events.sizes(), worker, timeout, lambda: mark("first"), each_poll)
+        mark("done")
+        rss = peak_rss_mb(worker.pid)
+        profile_lines = profiler.finish()
+        exit_s = worker.stop()
+        stop = worker.stop_line()
+    finally:
+        profiler.stop()
+        worker.stop()
+    wrong = [s for s, path in paths.items() if path.read_bytes() != events.expected[s]]
+    if wrong:
+        raise BenchError(f"{len(wrong)} files differ from expected_files, e.g. {wrong[:3]}")
+    # The pipeline's consumer drains the input partitions' fetched records before it returns
+    # the output topic's, so most mapping happens before the first file: the end-to-end
+    # window starts at the assignment; the first-file window is mostly the sink's part.
+    start = "assigned"
+    if "assigned" not in marks or marks["assigned"] > marks["first"]:
+        say("job: no assignment line seen in the worker log; timing from the first file")
+        start = "first"
+    return {
+        "startup_s": marks[start] - worker.started,
+        "window": "assignment" if start == "assigned" else "first file",
+        "seconds": marks["done"] - marks[start],
+        "first_file_seconds": marks["done"] - marks["first"],
+        "first_file_after_s": marks["first"] - marks[start],
+        "cpu_seconds": marks["done_cpu"] - marks[f"{start}_cpu"],
+        "cpu_total_seconds": marks["done_cpu"],
+        "broker_cpu_seconds": marks["done_broker"] - marks[f"{start}_broker"],
+        "peak_rss_mb": rss,
+        "exit_s": exit_s,
+        "stop": stop,
+        "files_ok": True,
+    }, profile_lines
+
+
+class Tail:
+    """Reads the lines appended to the session files and times each against its send."""
+
+    def __init__(self, load: data.Events, paths: dict[str, Path], sizes: dict[str, int]) -> None:
+        self.load = load
+        self.paths = paths
+        self.offsets = dict(sizes)
+        self.partial = {session: b"" for session in paths}
+        self.send_times = [0.0] * len(load.records)
+        self.latencies: list[float] = []
+        self.seen: set[int] = set()
+        self.unknown = 0
+
+    def poll(self) -> None:
+        for session, path in self.paths.items():
+            offset = self.offsets[session]
+            size = _size(path)
+            if size <= offset:
+                continue
+            with open(path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read(size - offset)
+            now = time.time()
+            self.offsets[session] = offset + len(chunk)
+            *complete, self.partial[session] = (self.partial[session] + chunk).split(b"\n")
+            for line in complete:
+                index = self.load.ts_index.get(data.ts_of(line))
+                if index is None or index in self.seen:
+                    self.unknown += 1
+                    continue
+                self.seen.add(index)
+                self.latencies.append(now - self.send_times[index])
+
+    async def run(self, sending: asyncio.Event) -> None:
+        """Polls until the sender is done and every expected line has been seen."""
+        expected = self.load.lines
+        while not sending.is_set() or len(self.seen) < expected:
+            self.poll()
+            await asyncio.sleep(TAIL_S)
+
+
+async def _send_paced(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: list[tuple[bytes, bytes]],
+    send_times: list[float],
+    rate: float,
+    burst_ms: float,
+) -> float:
+    """Sends ``records`` at ``rate`` in bursts every ``burst_ms``; returns the sending time."""
+    loop = asyncio.get_running_loop()
+    interval = burst_ms / 1000
+    per_burst = rate * interval
+    in_flight = []
+    begin = loop.time()
+    sent = burst = 0
+    while sent < len(records):
+        delay = begin + burst * interval - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        upto = min(len(records), round((burst + 1) * per_burst))
+        for index in range(sent, upto):
+            key, value = records[index]
+            send_times[index] = time.time()
+            in_flight.append(await producer.send(topic, value, key=key))
+        sent = upto
+        burst += 1
+    seconds = loop.time() - begin
+    await producer.flush()
+    await asyncio.gather(*in_flight)
+    return seconds
+
+
+async def _offered_load(
+    bootstrap: str,
+    topic: str,
+    load: data.Events,
+    paths: dict[str, Path],
+    start_sizes: dict[str, int],
+    rate: float,
+    burst_ms: float,
+    worker_pid: int,
+) -> dict[str, Any]:
+    """Steady sends in bursts; tails the files and matches each new line to its send time."""
+    tail = Tail(load, paths, start_sizes)
+    sent = asyncio.Event()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    tailer = asyncio.get_running_loop().create_task(tail.run(sent))
+    cpu0 = cpu_seconds(worker_pid)
+    wall0 = time.perf_counter()
+    try:
+        send_seconds = await _send_paced(
+            producer, topic, load.records, tail.send_times, rate, burst_ms
+        )
+        sent.set()
+        try:
+            await asyncio.wait_for(tailer, timeout=60)
+        except TimeoutError:
+            say(f"latency: {load.lines - len(tail.seen)} lines not seen within 60s")
+    finally:
+        sent.set()
+        if not tailer.done():
+            tailer.cancel()
+        await producer.stop()
+    wall = time.perf_counter() - wall0
+    cpu = cpu_seconds(worker_pid) - cpu0
+    latencies = sorted(tail.latencies)
+    n = len(load.records)
+    return {
+        "events": n,
+        "send_seconds": send_seconds,
+        "rate": n / send_seconds if send_seconds else float("nan"),
+        "expected_lines": load.lines,
+        "measured": len(latencies),
+        "unknown_lines": tail.unknown,
+        "p50_ms": 1000 * _quantile(latencies, 0.50),
+        "p99_ms": 1000 * _quantile(latencies, 0.99),
+        "max_ms": 1000 * latencies[-1] if latencies else float("nan"),
+        "cpu_seconds": cpu,
+        "wall_seconds": wall,
+    }
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """Nearest-rank quantile of a sorted list."""
+    if not ordered:
+        return float("nan")
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def run_latency(
+    env: dict[str, str],
+    tmp: Path,
+    root: Path,
+    bootstrap: str,
+    topic: str,
+    backlog: data.Events,
+    warmup: data.Events,
+    load: data.Events,
+    rate: float,
+    burst_ms: float,
+) -> dict[str, Any]:
+    """A fresh worker on the caught-up job; warm-up events, then the steady offered load."""
+    sessions = set(backlog.expected) | set(warmup.expected) | set(load.expected)
+    paths = {session: root / session / FILE_NAME for session in sessions}
+    ready = {
+        s: len(backlog.expected.get(s, b"")) + len(warmup.expected.get(s, b"")) for s in sessions
+    }
+    worker = Worker(env, tmp, "worker-latency")
+    try:
+        worker.start()
+        say(f"latency: worker pid {worker.pid}, log {worker.log_path}")
+        asyncio.run(_preload(bootstrap, topic, warmup.records))
+        _wait_for_sizes(paths, ready, worker, timeout=120)
+        say(
+            f"latency: worker caught up and warm ({len(warmup.records)} warm-up events) after "
+            f"{time.perf_counter() - worker.started:.1f}s; offering {rate:.0f} events/s "
+            f"for {len(load.records) / rate:.0f}s"
+        )
+        result = asyncio.run(
+            _offered_load(bootstrap, topic, load, paths, ready, rate, burst_ms, worker.pid)
+        )
+        result["peak_rss_mb"] = peak_rss_mb(worker.pid)
+        worker.check_alive()
+        worker.stop()
+        result["stop"] = worker.stop_line()
+    finally:
+        worker.stop()
+    return result
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, spec)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def _per_event_us(seconds: float | None, n: int) -> float | None:
+    return None if seconds is None or not n else 1e6 * seconds / n
+
+
+Row = tuple[str, str, str, str]  # figure, value, target, met
+
+
+def table(results: Results, args: argparse.Namespace) -> tuple[list[Row], list[bool]]:
+    """The rows of the report and, per target, whether it is met."""
+    n = results.events
+    ref, job, lat = results.reference, results.job, results.latency
+    ref_rate = n / ref["seconds"]
+    job_rate = n / job["seconds"]
+    ratio = job_rate / ref_rate
+    first_file_rate = n / job["first_file_seconds"]
+    stop = job.get("stop") or {}
+    lines_per_append = _ratio(stop.get("lines"), stop.get("appends"))
+    share = stop["append_seconds"] / job["seconds"] if stop else None
+    lat_stop = lat.get("stop") or {}
+    lat_lines_per = _ratio(lat_stop.get("lines"), lat_stop.get("appends"))
+    lat_share = lat_stop["append_seconds"] / lat["wall_seconds"] if lat_stop else None
+    p99 = lat.get("p99_ms") if lat.get("measured") else None
+    rss = job["peak_rss_mb"]
+    if lat:
+        rss = max(rss, lat.get("peak_rss_mb", rss))
+
+    rows: list[Row] = []
+
+    def row(name: str, value: str, target: str = "", ok: bool | None = None) -> None:
+        met = "" if not target else ("n/a" if ok is None else ("yes" if ok else "NO"))
+        rows.append((name, value, target, met))
+
+    row("reference: events/s", _fmt(ref_rate, ",.0f"))
+    row("reference: CPU µs/event", _fmt(_per_event_us(ref["cpu_seconds"], n), ".1f"))
+    row(
+        "reference: broker CPU µs/event",
+        _fmt(_per_event_us(ref.get("broker_cpu_seconds"), n), ".1f"),
+    )
+    row(f"job: events/s, end to end ({job['window']} -> files complete)", _fmt(job_rate, ",.0f"))
+    row("job: events/s, first file -> files complete", _fmt(first_file_rate, ",.0f"))
+    row(
+        "job: worker CPU µs/event (end-to-end window)",
+        _fmt(_per_event_us(job["cpu_seconds"], n), ".1f"),
+    )
+    row(
+        "job: worker CPU µs/event (whole process, incl. start)",
+        _fmt(_per_event_us(job["cpu_total_seconds"], n), ".1f"),
+    )
+    row("job: broker CPU µs/event", _fmt(_per_event_us(job["broker_cpu_seconds"], n), ".1f"))
+    row(
+        "job / reference, events/s end to end",
+        _fmt(ratio, ".2f"),
+        f">= {TARGET_RATIO}",
+        ratio >= TARGET_RATIO,
+    )
+    row("job / reference, first-file window", _fmt(first_file_rate / ref_rate, ".2f"))
+    row(
+        "peak RSS MB: worker / reference",
+        f"{_fmt(rss, '.0f')} / {_fmt(ref['peak_rss_mb'], '.0f')}",
+        f"< {TARGET_RSS_MB:.0f}",
+        rss < TARGET_RSS_MB,
+    )
+    row("job: lines per durable append (fsync round)", _fmt(lines_per_append, ".1f"))
+    row(
+        "job: durable appends, share of wall time",
+        _fmt(None if share is None else 100 * share, ".1f") + " %",
+        f"< {100 * TARGET_FSYNC_SHARE:.0f} %",
+        None if share is None else share < TARGET_FSYNC_SHARE,
+    )
+    if lat:
+        rate = f"{args.rate:.0f}/s"
+        row(f"latency @ {rate}: p50 (ms)", _fmt(lat["p50_ms"], ".1f"))
+        row(
+            f"latency @ {rate}: p99 (ms)",
+            _fmt(lat["p99_ms"], ".1f"),
+            f"< {TARGET_P99_MS:.0f}",
+            None if p99 is None else p99 < TARGET_P99_MS,
+        )
+        row(f"latency @ {rate}: max (ms)", _fmt(lat["max_ms"], ".1f"))
+        row("latency: lines measured / expected", f"{lat['measured']} / {lat['expected_lines']}")
+        row("latency: offered rate achieved (events/s)", _fmt(lat["rate"], ",.0f"))
+        row(
+            "latency: worker CPU, % of a core / µs per event",
+            f"{_fmt(100 * lat['cpu_seconds'] / lat['wall_seconds'], '.0f')} % / "
+            f"{_fmt(_per_event_us(lat['cpu_seconds'], lat['events']), '.1f')}",
+        )
+        row("latency: lines per durable append", _fmt(lat_lines_per, ".1f"))
+        row(
+            "latency: durable appends, share of wall time",
+            _fmt(None if lat_share is None else 100 * lat_share, ".1f") + " %",
+        )
+    else:
+        row(f"latency @ {args.rate:.0f}/s: p99 (ms)", "skipped", f"< {TARGET_P99_MS:.0f}", None)
+    checks = [
+        ratio >= TARGET_RATIO,
+        rss < TARGET_RSS_MB,
+        share is not None and share < TARGET_FSYNC_SHARE,
+        p99 is not None and p99 < TARGET_P99_MS,
+    ]
+    return rows, checks
+
+
+def report(results: Results, args: argparse.Namespace, command: str) -> bool:
+    """Prints the table; returns whether every target is met."""
+    rows, checks = table(results, args)
+    n, ref, job = results.events, results.reference, results.job
+    stop = job.get("stop") or {}
+    lat_stop = results.latency.get("stop") or {}
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    twidth = max(len(r[2]) for r in rows)
+    print()
+    print(
+        f"escalation-stream benchmark: {n:,} bus events ({results.lines:,} JSONL lines), "
+        f"{args.sessions} sessions, 4 partitions, embedded broker (Tansu), "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(
+        f"preload {results.preload_s:.1f}s; reference {ref['seconds']:.2f}s "
+        f"({ref['batches']} batches); job {job['seconds']:.2f}s from its {job['window']} "
+        f"({job['startup_s']:.1f}s after start; first file {job['first_file_after_s']:.2f}s "
+        f"later; {stop.get('batches', '?')} batches), files byte-exact, "
+        f"SIGTERM exit {job['exit_s']:.1f}s"
+    )
+    print()
+    header = ("figure", "value", "target", "met")
+    print(f"{header[0]:<{width}}  {header[1]:>{vwidth}}  {header[2]:<{twidth}}  {header[3]}")
+    print(f"{'-' * width}  {'-' * vwidth}  {'-' * twidth}  ---")
+    for name, value, target, ok in rows:
+        print(f"{name:<{width}}  {value:>{vwidth}}  {target:<{twidth}}  {ok}".rstrip())
+    print()
+    if stop:
+        print(f"worker at SIGTERM (backlog): {stop['text']}")
+    if lat_stop:
+        print(f"worker at SIGTERM (latency): {lat_stop['text']}")
+    print(
+        "notes: end to end = from the pipeline's partition assignment (logged before its first "
+        "fetch; includes the sink's recovery) to every file complete; the first-file window "
+        "misses the mapping done before the first file was written. Durable-append share = "
+        "their seconds / the end-to-end seconds. "
+        f"Latency = time seen on disk - send time (same clock); the files are polled every "
+        f"{TAIL_S * 1000:.0f} ms (adds up to that). Other work on the machine adds noise."
+    )
+    if results.profile:
+        print()
+        print("\n".join(results.profile))
+    print()
+    print(f"reproduce: cd {os.getcwd()} && {command}")
+    return all(checks)
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Times bus-events -> JSONL end to end against a plain aiokafka loop.",
+    )
+    parser.add_argument("--events", type=int, default=None, help="backlog size (default 200000)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20000 events, 3 s load")
+    parser.add_argument("--sessions", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--rate", type=float, default=5000.0, help="offered load, events/s")
+    parser.add_argument("--latency-seconds", type=float, default=None, help="default 10 (3 quick)")
+    parser.add_argument("--burst-ms", type=float, default=10.0, help="pacing interval")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="py-spy the worker for up to SECONDS of the drain, from its assignment (perturbs the figures)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
+    args = parser.parse_args(argv)
+    if args.events is None:
+        args.events = 20_000 if args.quick else 200_000
+    if args.latency_seconds is None:
+        args.latency_seconds = 3.0 if args.quick else 10.0
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    raw_args = sys.argv[1:] if argv is None else argv
+    command = shlex.join([sys.executable, "-m", "benchmarks", *raw_args])
+    tag = uuid.uuid4().hex[:8]
+    tmp = Path(tempfile.mkdtemp(prefix="escalations-bench-"))
+    root = tmp / "state"
+    keep = args.keep
+    broker: EmbeddedBroker | None = None
+    results = Results(events=args.events)
+    ok = False
+    try:
+        say(f"generating {args.events:,} events over {args.sessions} sessions (seed {args.seed})")
+        backlog = data.backlog(args.events, args.sessions, args.seed)
+        results.lines = backlog.lines
+        base_us = 1_900_000_000 * 1_000_000  # 2030-03-17: clear of the backlog's timestamps
+        warmup = data.timed(256, args.sessions, args.seed + 1, base_us)
+        load = data.timed(
+            round(args.rate * args.latency_seconds), args.sessions, args.seed + 2, base_us + 10**9
+        )
+        broker = EmbeddedBroker(log_file=tmp / "broker.log").start()
+        assert broker.process is not None
+        broker_pid = broker.process.pid
+        say(f"embedded broker pid {broker_pid} on {broker.bootstrap}; temporary dir {tmp}")
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "ESCALATIONS_STATE_ROOT": str(root),
+            "ESCALATIONS_INPUT_TOPIC": f"bench-bus-events-{tag}",
+            "ESCALATIONS_OUTPUT_TOPIC": f"bench-escalations-{tag}",
+            "ESCALATIONS_DLQ_TOPIC": f"bench-bus-events-{tag}.dlq",
+            "ESCALATIONS_APP_ID": f"bench-escalation-stream-{tag}",
+            "ESCALATIONS_PARTITIONS": "4",
+            "ESCALATIONS_WEB_ENABLED": "false",
+            "ESCALATIONS_SESSION_TIMEOUT": "3",
+            "PYTHONUNBUFFERED": "1",
+        }
+        settings = settings_module.load(env)
+        reference_out = f"bench-reference-out-{tag}"
+        asyncio.run(ensure_topics(settings, broker.bootstrap))
+        asyncio.run(
+            ensure_topics(
+                replace(settings, output_topic=reference_out, dlq_topic=f"{reference_out}.dlq"),
+                broker.bootstrap,
+            )
+        )
+        results.preload_s = asyncio.run(
+            _preload(broker.bootstrap, settings.input_topic, backlog.records)
+        )
+        say(
+            f"preloaded {args.events:,} events to {settings.input_topic} in "
+            f"{results.preload_s:.1f}s ({backlog.lines:,} lines expected)"
+        )
+
+        results.reference = run_reference(
+            broker, tmp, settings.input_topic, reference_out, tag, args.events
+        )
+        ref = results.reference
+        say(
+            f"reference: {ref['events']:,} events in {ref['seconds']:.2f}s = "
+            f"{ref['events'] / ref['seconds']:,.0f}/s, "
+            f"{1e6 * ref['cpu_seconds'] / ref['events']:.1f} µs CPU/event"
+        )
+
+        results.job, results.profile = run_backlog(
+            env, tmp, root, backlog, broker_pid, settings.input_topic, args.profile
+        )
+        job = results.job
+        say(
+            f"job: {args.events:,} events in {job['seconds']:.2f}s = "
+            f"{args.events / job['seconds']:,.0f}/s, "
+            f"{1e6 * job['cpu_seconds'] / args.events:.1f} µs CPU/event; files byte-exact"
+        )
+
+        if not args.skip_latency:
+            results.latency = run_latency(
+                env,
+                tmp,
+                root,
+                broker.bootstrap,
+                settings.input_topic,
+                backlog,
+                warmup,
+                load,
+                args.rate,
+                args.burst_ms,
+            )
+            lat = results.latency
+            say(
+                f"latency: {lat['measured']:,} of {lat['expected_lines']:,} lines, "
+                f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms"
+            )
+        met = report(results, args, command)
+        ok = True
+        return 1 if args.check and not met else 0
+    except BenchError as exc:
+        print(f"bench: FAILED: {exc}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        if broker is not None:
+            broker.stop()
+        if ok and not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"bench: logs and state kept in {tmp}", flush=True)
