@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import sys
-from collections import defaultdict
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
@@ -96,17 +96,20 @@ decoder = Decoder(codec, ids)
 sink = FileSink(settings.state_root)
 metrics = Metrics()
 sink.on_sync = metrics.sync_seconds.observe
-_source: list[BatchSource] = []  # the running source, once started
+_sources: list[BatchSource] = []  # the running sources (map, sink), once started
 
 
-def current_source() -> BatchSource | None:
-    return _source[0] if _source else None
+def current_sources() -> list[BatchSource]:
+    return list(_sources)
 
 
 def unhealthy() -> str | None:
     """The watchdog: why the worker is stuck, or None."""
-    source = current_source()
-    return None if source is None else source.stalled(settings.stall_timeout_s)
+    for source in _sources:
+        reason = source.stalled(settings.stall_timeout_s)
+        if reason is not None:
+            return f"{source.group_id}: {reason}"
+    return None
 
 
 def fatal(exc: BaseException) -> None:
@@ -118,8 +121,11 @@ def fatal(exc: BaseException) -> None:
 
 
 def _sender(topic: faust.TopicT) -> Any:
+    """Sends through Faust's producer directly: Topic.send's per-record machinery is costly."""
+    name = topic.get_topic_name()
+
     async def send(key: bytes | None, value: bytes | None, headers: Headers) -> Any:
-        return await topic.send(key=key, value=value, headers=headers)
+        return await app.producer.send(name, key, value, None, None, headers)
 
     return send
 
@@ -134,38 +140,52 @@ def position_view(position: SinkPosition) -> dict[str, Any]:
     }
 
 
-class Pipeline:
-    """Both stages over one batch: bus events -> entries, entries -> files; then reports."""
+class MapBatches:
+    """bus-events batches -> escalations (and dead letters)."""
 
     def __init__(self, entry_schema_id: int) -> None:
-        self.reports: dict[str, SinkPosition] = {}
-        self.map = MapStage(
+        self.stage = MapStage(
             decoder, entry_schema_id, _sender(escalations), _sender(dead_letters), stats
         )
-        self.sink = SinkStage(decoder, sink, _sender(dead_letters), stats, self._written)
+
+    async def __call__(self, batch: Batch) -> None:
+        records = [r for records in batch.values() for r in records]
+        metrics.batch_size.labels("map").observe(len(records))
+        await _guarded(self.stage.process(records))
+
+
+class SinkBatches:
+    """escalations batches -> JSONL files, then one position report per state directory."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, SinkPosition] = {}
+        self.stage = SinkStage(decoder, sink, _sender(dead_letters), stats, self._written)
+        self.report = _sender(sink_reports)
 
     def _written(self, session_id: str, position: SinkPosition, record: RawRecord) -> None:
         self.reports[session_id] = position
 
     async def __call__(self, batch: Batch) -> None:
-        by_topic: dict[str, list[Any]] = defaultdict(list)
-        for tp, records in batch.items():
-            by_topic[tp.topic].extend(records)
-        metrics.batch_size.observe(sum(len(records) for records in by_topic.values()))
-        try:
-            if by_topic[settings.input_topic]:
-                await self.map.process(by_topic[settings.input_topic])
-            if by_topic[settings.output_topic]:
-                await self.sink.process(by_topic[settings.output_topic])
-            reports, self.reports = self.reports, {}
-            for session_id, position in reports.items():
-                await sink_reports.send(
-                    key=session_id.encode(), value=json.dumps(position_view(position)).encode()
-                )
-        except EscalationsError as exc:
-            fatal(exc)
-        except Exception as exc:  # our own bug: crash loudly, commit nothing
-            fatal(exc)
+        records = [r for records in batch.values() for r in records]
+        metrics.batch_size.labels("sink").observe(len(records))
+        await _guarded(self.stage.process(records))
+        reports, self.reports = self.reports, {}
+        sent = [
+            await self.report(session_id.encode(), json.dumps(position_view(p)).encode(), [])
+            for session_id, p in reports.items()
+        ]
+        await asyncio.gather(*sent)
+
+
+async def _guarded(work: Awaitable[None]) -> None:
+    try:
+        await work
+    except Exception as exc:  # bad input never gets here: a sink fault or our own bug
+        fatal(exc)
+
+
+async def _nothing(assigned: set[Any]) -> None:
+    return None
 
 
 async def _on_assigned(assigned: set[Any]) -> None:
@@ -192,20 +212,36 @@ async def start_pipeline() -> None:
     except EscalationsError as exc:
         fatal(exc)
         return
-    source = BatchSource(
-        bootstrap=settings.bootstrap_servers or "127.0.0.1:9092",
-        group_id=f"{settings.app_id}-pipeline",
-        topics=[settings.input_topic, settings.output_topic],
-        handle=Pipeline(entry_id),
-        on_assigned=_on_assigned,
-        batch_max=settings.batch_max,
-        session_timeout_s=settings.session_timeout_s,
-        summary=lambda: f"{stats.summary()}; {_sync_summary()}",
-        loop=app.loop,
-        beacon=app.beacon,
+    common: dict[str, Any] = {
+        "bootstrap": settings.bootstrap_servers or "127.0.0.1:9092",
+        "batch_max": settings.batch_max,
+        "session_timeout_s": settings.session_timeout_s,
+        "loop": app.loop,
+        "beacon": app.beacon,
+    }
+    # Two consumer groups, so mapping and file writing overlap instead of taking turns.
+    _sources.append(
+        BatchSource(
+            group_id=f"{settings.app_id}-map",
+            topics=[settings.input_topic],
+            handle=MapBatches(entry_id),
+            on_assigned=_nothing,
+            summary=stats.summary,
+            **common,
+        )
     )
-    _source.append(source)
-    await app.add_runtime_dependency(source)
+    _sources.append(
+        BatchSource(
+            group_id=f"{settings.app_id}-sink",
+            topics=[settings.output_topic],
+            handle=SinkBatches(),
+            on_assigned=_on_assigned,
+            summary=lambda: f"{stats.summary()}; {_sync_summary()}",
+            **common,
+        )
+    )
+    for source in _sources:
+        await app.add_runtime_dependency(source)
     log.info(
         "escalations: %s -> %s -> %s (dead letters: %s), %d partitions",
         settings.input_topic,
@@ -216,13 +252,13 @@ async def start_pipeline() -> None:
     )
 
 
-metrics.watch(stats, sink, current_source, unhealthy)
+metrics.watch(stats, sink, current_sources, unhealthy)
 web.install(
     app,
     sink=sink,
     table=sink_positions,
     metrics=metrics,
-    source=current_source,
+    sources=current_sources,
     unhealthy=unhealthy,
     view=position_view,
 )

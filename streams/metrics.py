@@ -28,7 +28,8 @@ class Metrics:
         )
         self.batch_size = Histogram(
             "escalations_batch_records",
-            "Records per processed batch (both topics).",
+            "Records per processed batch, by stage (map, sink).",
+            labelnames=["stage"],
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
             registry=self.registry,
         )
@@ -37,10 +38,10 @@ class Metrics:
         self,
         stats: Stats,
         sink: FileSink,
-        source: Callable[[], BatchSource | None],
+        sources: Callable[[], list[BatchSource]],
         healthy: Callable[[], str | None],
     ) -> None:
-        self.registry.register(_Live(stats, sink, source, healthy))
+        self.registry.register(_Live(stats, sink, sources, healthy))
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))
@@ -51,10 +52,10 @@ class _Live:
         self,
         stats: Stats,
         sink: FileSink,
-        source: Callable[[], BatchSource | None],
+        sources: Callable[[], list[BatchSource]],
         healthy: Callable[[], str | None],
     ) -> None:
-        self.stats, self.sink, self.source, self.healthy = stats, sink, source, healthy
+        self.stats, self.sink, self.sources, self.healthy = stats, sink, sources, healthy
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -69,7 +70,7 @@ class _Live:
         )
         corrupt.add_metric([], len(self.sink.corrupt))
         yield corrupt
-        source = self.source()
+        sources = self.sources()
         lag = GaugeMetricFamily(
             "escalations_consumer_lag",
             "Records waiting per partition (where the broker reports a high watermark).",
@@ -77,10 +78,10 @@ class _Live:
         )
         ready = GaugeMetricFamily("escalations_ready", "1 once the sink has recovered.")
         healthy = GaugeMetricFamily("escalations_healthy", "0 while the watchdog sees a stall.")
-        if source is not None:
+        for source in sources:
             for tp, value in source.lags().items():
                 lag.add_metric([tp.topic, str(tp.partition)], value)
-        ready.add_metric([], 1 if source is not None and source.ready else 0)
+        ready.add_metric([], 1 if sources and all(s.ready for s in sources) else 0)
         healthy.add_metric([], 1 if self.healthy() is None else 0)
         yield lag
         yield ready

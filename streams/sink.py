@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,7 @@ class WriteResult:
 
 
 LOCK_NAME: Final = ".lock"
+FSYNC_THREADS: Final = 8  # state directories written (and fsynced) at once
 
 
 class FileSink:
@@ -126,6 +128,8 @@ class FileSink:
         self.syncs = 0  # durable appends (write + fsync + position) so far
         self.sync_seconds = 0.0  # time spent in them
         self.on_sync: Callable[[float], None] | None = None  # each durable append's seconds
+        self._executor: ThreadPoolExecutor | None = None
+        self._stats_lock = threading.Lock()
 
     def check_root(self) -> None:
         """Fail fast, with a clear error, when the state root cannot be written."""
@@ -207,21 +211,39 @@ class FileSink:
         corrupt: dict[str, str] = {}
         appended = 0
         with self._lock:
-            for session_id, items in by_session.items():
-                try:
-                    before, position = self._touch(session_id, items)
-                except SinkCorruptionError as exc:
-                    if self.corrupt.get(session_id) != str(exc):
-                        log.error(
-                            "sink: skipping session %s until it is rebuilt: %s", session_id, exc
-                        )
-                    self.corrupt[session_id] = corrupt[session_id] = str(exc)
-                    continue
-                self.corrupt.pop(session_id, None)
-                if position is not before:
-                    written[session_id] = position
-                    appended += position.entries - before.entries
+            # State directories are independent: their fsyncs run side by side.
+            if len(by_session) > 1:
+                outcomes = list(self._pool().map(self._attempt, by_session.items()))
+            else:
+                outcomes = [self._attempt(pair) for pair in by_session.items()]
+        for session_id, outcome in outcomes:
+            if isinstance(outcome, SinkCorruptionError):
+                if self.corrupt.get(session_id) != str(outcome):
+                    log.error(
+                        "sink: skipping session %s until it is rebuilt: %s", session_id, outcome
+                    )
+                self.corrupt[session_id] = corrupt[session_id] = str(outcome)
+                continue
+            self.corrupt.pop(session_id, None)
+            before, position = outcome
+            if position is not before:
+                written[session_id] = position
+                appended += position.entries - before.entries
         return WriteResult(written, appended, corrupt)
+
+    def _attempt(
+        self, pair: tuple[str, list[SinkLine]]
+    ) -> tuple[str, tuple[SinkPosition, SinkPosition] | SinkCorruptionError]:
+        session_id, items = pair
+        try:
+            return session_id, self._touch(session_id, items)
+        except SinkCorruptionError as exc:
+            return session_id, exc
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="sink-fsync")
+        return self._executor
 
     def replace(self, session_id: str, lines: list[SinkLine]) -> SinkPosition | None:
         """Rewrite a session's file from scratch with ``lines`` (``escalations sink rebuild``).
@@ -345,10 +367,11 @@ class FileSink:
             os.close(fd)
         self._save(directory, after)
         took = time.perf_counter() - started
-        self.syncs += 1
-        self.sync_seconds += took
-        if self.on_sync is not None:
-            self.on_sync(took)
+        with self._stats_lock:
+            self.syncs += 1
+            self.sync_seconds += took
+            if self.on_sync is not None:
+                self.on_sync(took)
 
     @staticmethod
     def _save(directory: Path, position: SinkPosition) -> None:

@@ -21,7 +21,7 @@ def install(
     sink: FileSink,
     table: Any,
     metrics: Metrics,
-    source: Callable[[], BatchSource | None],
+    sources: Callable[[], list[BatchSource]],
     unhealthy: Callable[[], str | None],
     view: PositionView,
 ) -> None:
@@ -41,8 +41,8 @@ def install(
     @app.page("/readyz")
     async def readyz(self: View, request: Request) -> Response:
         """200 once partitions are assigned and the sink has recovered their directories."""
-        current = source()
-        ready = current is not None and current.ready
+        current = sources()
+        ready = bool(current) and all(s.ready for s in current)
         return self.json({"ready": ready}, status=200 if ready else 503)
 
     @app.page("/metrics")

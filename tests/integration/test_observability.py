@@ -80,7 +80,7 @@ def test_health_metrics_sessions_view_and_watchdog(job: Job) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         job.produce(lines[1000:])
         body = json.loads(_wait_status(f"{base}/healthz", 503, timeout=30))
-        assert body["status"] == "stalled" and "running for" in body["reason"]
+        assert body["status"] == "stalled" and f"{job.settings.app_id}-sink: " in body["reason"]
     finally:
         os.close(fd)
     expected = job.expected(lines)
