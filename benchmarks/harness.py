@@ -64,6 +64,7 @@ TARGET_RSS_MB = 250.0
 STOP_LINE = re.compile(
     r"source: group \S+ stopped after (?P<batches>\d+) batches: (?P<summary>.*?)"
     r"durable appends (?P<appends>\d+) in (?P<seconds>[\d.]+)s"
+    r"(?: \(sink writes (?P<wall>[\d.]+)s of wall time\))?"
 )
 
 
@@ -145,7 +146,8 @@ class Worker:
             "events_in": int(events[1]) if events else None,
             "lines": int(lines[1]) if lines else None,
             "appends": int(found["appends"]),
-            "append_seconds": float(found["seconds"]),
+            # Appends of one batch run in parallel: the sink's wall time is what it costs.
+            "append_seconds": float(found["wall"] or found["seconds"]),
             "text": found[0],
         }
 
@@ -636,7 +638,7 @@ def table(results: Results, args: argparse.Namespace) -> tuple[list[Row], list[b
     )
     row("job: lines per durable append (fsync round)", _fmt(lines_per_append, ".1f"))
     row(
-        "job: durable appends, share of wall time",
+        "job: sink writes (write + fsync rounds), share of wall time",
         _fmt(None if share is None else 100 * share, ".1f") + " %",
         f"< {100 * TARGET_FSYNC_SHARE:.0f} %",
         None if share is None else share < TARGET_FSYNC_SHARE,
@@ -660,7 +662,7 @@ def table(results: Results, args: argparse.Namespace) -> tuple[list[Row], list[b
         )
         row("latency: lines per durable append", _fmt(lat_lines_per, ".1f"))
         row(
-            "latency: durable appends, share of wall time",
+            "latency: sink writes, share of wall time",
             _fmt(None if lat_share is None else 100 * lat_share, ".1f") + " %",
         )
     else:

@@ -215,6 +215,7 @@ async def start_pipeline() -> None:
     common: dict[str, Any] = {
         "bootstrap": settings.bootstrap_servers or "127.0.0.1:9092",
         "batch_max": settings.batch_max,
+        "fetch_wait_ms": settings.fetch_wait_ms,
         "session_timeout_s": settings.session_timeout_s,
         "loop": app.loop,
         "beacon": app.beacon,
@@ -273,7 +274,10 @@ async def log_stats() -> None:
 
 
 def _sync_summary() -> str:
-    return f"durable appends {sink.syncs} in {sink.sync_seconds:.3f}s"
+    return (
+        f"durable appends {sink.syncs} in {sink.sync_seconds:.3f}s "
+        f"(sink writes {sink.write_seconds:.3f}s of wall time)"
+    )
 
 
 @app.agent(sink_reports, name="sink-positions-view")

@@ -37,6 +37,7 @@ class Settings:
     session_timeout_s: float = 10.0
     batch_max: int = 1000
     stall_timeout_s: float = 60.0
+    fetch_wait_ms: int = 50
 
     @property
     def broker_url(self) -> str:
@@ -159,6 +160,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         ),
         stall_timeout_s=_float(
             env, "ESCALATIONS_STALL_TIMEOUT", 60.0, "ESCALATIONS_STALL_TIMEOUT=60"
+        ),
+        fetch_wait_ms=_int(
+            env, "ESCALATIONS_FETCH_WAIT_MS", 50, 1, 10_000, "ESCALATIONS_FETCH_WAIT_MS=50"
         ),
         **topics,
     )

@@ -129,6 +129,7 @@ class FileSink:
         self.sync_seconds = 0.0  # time spent in them
         self.on_sync: Callable[[float], None] | None = None  # each durable append's seconds
         self._executor: ThreadPoolExecutor | None = None
+        self.write_seconds = 0.0  # wall time spent in write()
         self._stats_lock = threading.Lock()
 
     def check_root(self) -> None:
@@ -210,12 +211,14 @@ class FileSink:
         written: dict[str, SinkPosition] = {}
         corrupt: dict[str, str] = {}
         appended = 0
+        started = time.perf_counter()
         with self._lock:
             # State directories are independent: their fsyncs run side by side.
             if len(by_session) > 1:
                 outcomes = list(self._pool().map(self._attempt, by_session.items()))
             else:
                 outcomes = [self._attempt(pair) for pair in by_session.items()]
+            self.write_seconds += time.perf_counter() - started
         for session_id, outcome in outcomes:
             if isinstance(outcome, SinkCorruptionError):
                 if self.corrupt.get(session_id) != str(outcome):
