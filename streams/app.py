@@ -53,6 +53,7 @@ app = faust.App(
     broker_session_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
     producer_linger=0.005,
+    producer_max_request_size=settings_module.MAX_REQUEST_BYTES,
     web_enabled=settings.web_enabled,
     web_bind=settings.web_host,
     web_port=settings.web_port,
@@ -70,6 +71,7 @@ def _topic(name: str, *, internal: bool = True) -> faust.TopicT:
         partitions=settings.partitions,
         replicas=settings.replication_factor,
         internal=internal,  # created by the app with the configured partitions
+        config={"max.message.bytes": str(settings_module.MAX_REQUEST_BYTES)},
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.deadletter import ERROR_CLASS, PREFIX, header
+from streams.settings import MAX_REQUEST_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,9 @@ async def replay(
         auto_offset_reset="earliest",
         session_timeout_ms=10_000,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_REQUEST_BYTES
+    )
     await consumer.start()
     await producer.start()
     replayed = 0

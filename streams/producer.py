@@ -13,6 +13,7 @@ from streams.busjson import BusJson
 from streams.codec import Codec
 from streams.registry import SchemaIds
 from streams.schemas import BUS_EVENT, SchemaStore
+from streams.settings import MAX_REQUEST_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,11 @@ async def produce_lines(
     codec = Codec({schema_id: store.current(BUS_EVENT)})
     parser = BusJson(store.current(BUS_EVENT))
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, acks="all", max_batch_size=256 * 1024
+        max_request_size=MAX_REQUEST_BYTES,
+        bootstrap_servers=bootstrap,
+        linger_ms=5,
+        acks="all",
+        max_batch_size=256 * 1024,
     )
     await producer.start()
     started = time.monotonic()

@@ -15,6 +15,10 @@ DEFAULT_OUTPUT_TOPIC = "escalations"
 DEFAULT_DLQ_TOPIC = "bus-events.dlq"
 DEFAULT_STATE_ROOT = "./state"
 DEFAULT_APP_ID = "escalation-stream"
+#: The largest record the job reads or writes: fetch size, producer request size, topic limit.
+#: A dead-letter copy is the input plus ~2 KB of headers, so it stays below this too.
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+MAX_REQUEST_BYTES = MAX_RECORD_BYTES + 64 * 1024  # a record plus its headers and framing
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")

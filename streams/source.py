@@ -20,6 +20,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from mode import Service
 
+from streams.settings import MAX_REQUEST_BYTES
+
 log = logging.getLogger(__name__)
 
 Batch = Mapping[TopicPartition, Sequence[Any]]
@@ -129,7 +131,7 @@ class BatchSource(Service):
             heartbeat_interval_ms=max(100, session_ms // 3),
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=self.fetch_wait_ms,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            max_partition_fetch_bytes=MAX_REQUEST_BYTES,
         )
         await self.consumer.start()
         self.consumer.subscribe(self.topics, listener=_Listener(self))

@@ -8,7 +8,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 
 from streams.errors import ConfigError
-from streams.settings import Settings
+from streams.settings import MAX_REQUEST_BYTES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,15 @@ async def ensure_topics(settings: Settings, bootstrap: str) -> None:
     await admin.start()
     try:
         response = await admin.create_topics(
-            [NewTopic(n, settings.partitions, settings.replication_factor) for n in names]
+            [
+                NewTopic(
+                    n,
+                    settings.partitions,
+                    settings.replication_factor,
+                    topic_configs={"max.message.bytes": str(MAX_REQUEST_BYTES)},
+                )
+                for n in names
+            ]
         )
         for name, code, *rest in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):
