@@ -33,7 +33,7 @@ from streams.registry import IdFile, open_ids
 from streams.schemas import ENTRY, SchemaStore
 from streams.sink import FileSink, SinkPosition
 from streams.source import Batch, BatchSource
-from streams.stages import Decoder, MapStage, RawRecord, SinkStage, Stats
+from streams.stages import Decoder, MapStage, SinkStage, Stats
 from streams.topics import partition_for
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class SinkBatches:
         self.stage = SinkStage(decoder, sink, _sender(dead_letters), stats, self._written)
         self.report = _sender(sink_reports)
 
-    def _written(self, session_id: str, position: SinkPosition, record: RawRecord) -> None:
+    def _written(self, session_id: str, position: SinkPosition) -> None:
         self.reports[session_id] = position
 
     async def __call__(self, batch: Batch) -> None:

@@ -108,6 +108,13 @@ def _check_session(session_id: str, ts_us: int, where: Coordinates, schema_id: i
         )
 
 
+async def _dead_letter(send: Send, stats: Stats, r: RawRecord, exc: RecordError) -> Awaitable[Any]:
+    """Sends the original record, with what failed where, to the dead-letter topic."""
+    log.warning("dead-lettering %s", exc)
+    stats.dead_lettered[type(exc).__name__] += 1
+    return await send(r.key, r.value, dead_letter_headers(exc, _headers(r.headers)))
+
+
 class MapStage:
     """bus-events -> escalations (+ dead letters), one batch at a time."""
 
@@ -140,17 +147,12 @@ class MapStage:
                 pending.append(await self.emit(key, encode(self.entry_schema_id, out), []))
                 self.stats.entries_out += 1
             except RecordError as exc:
-                pending.append(await self._dead_letter(r, exc))
+                pending.append(await _dead_letter(self.dead_letter, self.stats, r, exc))
         await asyncio.gather(*pending)
 
-    async def _dead_letter(self, r: RawRecord, exc: RecordError) -> Awaitable[Any]:
-        log.warning("dead-lettering %s", exc)
-        self.stats.dead_lettered[type(exc).__name__] += 1
-        return await self.dead_letter(r.key, r.value, dead_letter_headers(exc, _headers(r.headers)))
 
-
-#: Called with each session's new position and the last record that moved it.
-OnWritten = Callable[[str, SinkPosition, RawRecord], None]
+#: Called with each session's new position after a batch.
+OnWritten = Callable[[str, SinkPosition], None]
 
 
 class SinkStage:
@@ -175,7 +177,6 @@ class SinkStage:
     async def process(self, records: Sequence[RawRecord]) -> None:
         """Write a batch: one write + fsync per state directory, positions recorded."""
         lines: list[SinkLine] = []
-        last: dict[str, RawRecord] = {}
         pending: list[Awaitable[Any]] = []
         for r in records:
             where = Coordinates(r.topic, r.partition, r.offset)
@@ -196,19 +197,15 @@ class SinkStage:
                 )
                 _check_session(d["session_id"], d["ts"], where, schema_id)
                 lines.append(sink_line(d))
-                last[d["session_id"]] = r
             except RecordError as exc:
-                log.warning("dead-lettering %s", exc)
-                self.stats.dead_lettered[type(exc).__name__] += 1
-                headers = dead_letter_headers(exc, _headers(r.headers))
-                pending.append(await self.dead_letter(r.key, r.value, headers))
+                pending.append(await _dead_letter(self.dead_letter, self.stats, r, exc))
         if lines:
             result = await self._write(lines)
             self.stats.lines_written += result.appended
             self.stats.repeats_skipped += len(lines) - result.appended
             if self.on_written is not None:
                 for session_id, position in result.positions.items():
-                    self.on_written(session_id, position, last[session_id])
+                    self.on_written(session_id, position)
         await asyncio.gather(*pending)
 
     async def _write(self, lines: Iterable[SinkLine]) -> WriteResult:

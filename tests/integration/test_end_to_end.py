@@ -80,26 +80,23 @@ def test_produce_command_to_files_and_output_topic(job: Job) -> None:
         assert latest[session]["entries"] == data.count(b"\n")
 
 
-def test_faust_cli_lists_our_agents_and_table(job: Job) -> None:
-    agents = subprocess.run(
-        [FAUST, "-A", "streams.app", "agents"],
+def _faust(job: Job, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FAUST, "-A", "streams.app", command],
         env=job.env,
         capture_output=True,
         text=True,
         timeout=60,
         cwd=job.tmp,
     )
+
+
+def test_faust_cli_lists_our_agents_and_table(job: Job) -> None:
+    agents = _faust(job, "agents")
     assert agents.returncode == 0, agents.stderr
     assert "sink-positions-view" in agents.stdout
     assert f"{job.settings.app_id}-sink-reports" in agents.stdout
-    tables = subprocess.run(
-        [FAUST, "-A", "streams.app", "tables"],
-        env=job.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=job.tmp,
-    )
+    tables = _faust(job, "tables")
     assert tables.returncode == 0, tables.stderr
     assert "sink-positions" in tables.stdout
 
