@@ -19,6 +19,7 @@ from streams.sink import (
     FileSink,
     SinkLine,
     SinkPosition,
+    parse_position,
     session_id_problem,
 )
 from streams.topics import partition_for
@@ -35,7 +36,7 @@ def verify_session(sink: FileSink, session_id: str) -> list[str]:
     if not pos_path.exists():
         return [f"{pos_path}: missing"] if data.exists() else []
     try:
-        position = SinkPosition.from_json(pos_path.read_bytes(), pos_path)
+        position = parse_position(pos_path.read_bytes(), pos_path)
     except SinkCorruptionError as exc:
         return [str(exc)]
     content = data.read_bytes() if data.exists() else b""

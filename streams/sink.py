@@ -1,23 +1,27 @@
 """The file sink: ``<state root>/<session id>/pending_escalations.jsonl``, exactly once.
 
-Each state directory has a position file next to its JSONL file, replaced atomically
-(write, fsync, rename, fsync the directory) *after* the lines are appended and fsynced and
-*before* the consumer offset is committed. The position says how many bytes of the file are
-good and, per source partition, the last bus-event offset written. On first touch after a
-(re)assignment the sink truncates any torn tail past the recorded size, and it skips every
-entry at or below the recorded offset, so replays and repeats on the output topic write
-nothing twice.
+Each state directory has a position file next to its JSONL file, updated *after* the lines
+are appended and fsynced and *before* the consumer offset is committed. The position says
+how many bytes of the file are good and, per source partition, the last bus-event offset
+written. It has two page-aligned slots, written in turn in place (one ``pwrite`` and one
+``fdatasync``, no rename): a torn slot fails its checksum and the other slot, one step
+older, still holds. On first touch after a (re)assignment the sink truncates any torn tail
+past the recorded size, and it skips every entry at or below the recorded offset, so
+replays and repeats on the output topic write nothing twice.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import logging
 import os
+import struct
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,7 +34,7 @@ from streams.errors import SinkCorruptionError, SinkError
 log = logging.getLogger(__name__)
 
 FILE_NAME: Final = "pending_escalations.jsonl"
-POSITION_NAME: Final = ".pending_escalations.position.json"
+POSITION_NAME: Final = ".pending_escalations.position"
 MAX_SESSION_ID_BYTES: Final = 200
 
 
@@ -59,6 +63,8 @@ class SinkPosition:
     entries: int = 0  # lines in those bytes
     offsets: Mapping[str, int] = field(default_factory=dict)  # "topic:partition" -> last offset
     last_ts_us: int | None = None  # ts of the last entry written
+    #: How many times the position was recorded; picks the newer of the file's two slots.
+    seq: int = field(default=0, compare=False)
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -67,6 +73,7 @@ class SinkPosition:
                 "entries": self.entries,
                 "offsets": dict(self.offsets),
                 "last_ts_us": self.last_ts_us,
+                "seq": self.seq,
             },
             sort_keys=True,
         ).encode()
@@ -80,12 +87,101 @@ class SinkPosition:
                 entries=int(data["entries"]),
                 offsets={str(k): int(v) for k, v in data["offsets"].items()},
                 last_ts_us=None if data.get("last_ts_us") is None else int(data["last_ts_us"]),
+                seq=int(data.get("seq", 0)),
             )
             if position.size < 0 or position.entries < 0:
                 raise ValueError(f"negative size {position.size} or entries {position.entries}")
             return position
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise SinkCorruptionError(f"{path}: unreadable sink position: {exc}") from exc
+
+
+# -- the position file: two slots, each a page: magic, length, CRC-32, then the JSON ----------
+
+SLOT_BYTES: Final = 4096
+_SLOT_HEAD: Final = struct.Struct(">4sII")
+_SLOT_MAGIC: Final = b"ESP1"
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
+def position_slot(body: bytes) -> bytes:
+    """One slot's bytes (unpadded) holding ``body``, a position's JSON."""
+    return _SLOT_HEAD.pack(_SLOT_MAGIC, len(body), zlib.crc32(body)) + body
+
+
+def _slot_body(raw: bytes) -> bytes | None:
+    """The JSON of a slot whose checksum holds, or None (never written, or torn)."""
+    if len(raw) < _SLOT_HEAD.size:
+        return None
+    magic, length, crc = _SLOT_HEAD.unpack_from(raw)
+    body = raw[_SLOT_HEAD.size : _SLOT_HEAD.size + length]
+    if magic != _SLOT_MAGIC or len(body) != length or zlib.crc32(body) != crc:
+        return None
+    return body
+
+
+def parse_position(raw: bytes, path: Path) -> SinkPosition:
+    """The newest intact slot of a position file's bytes."""
+    slot = len(raw) // 2
+    if slot < SLOT_BYTES or len(raw) != 2 * slot or slot % SLOT_BYTES:
+        raise SinkCorruptionError(
+            f"{path}: unreadable sink position: {len(raw)} bytes is not two slots of a "
+            f"multiple of {SLOT_BYTES} bytes"
+        )
+    bodies = [b for b in (_slot_body(raw[:slot]), _slot_body(raw[slot:])) if b is not None]
+    if not bodies:
+        raise SinkCorruptionError(f"{path}: unreadable sink position: no intact slot")
+    return max((SinkPosition.from_json(b, path) for b in bodies), key=lambda p: p.seq)
+
+
+def read_position(path: Path) -> SinkPosition | None:
+    """The position recorded in ``path``, None when there is none."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return parse_position(raw, path)
+
+
+def write_position(directory: Path, position: SinkPosition) -> None:
+    """Record ``position`` durably: in place in slot ``seq % 2``, or a new file atomically."""
+    slot = position_slot(position.to_json())
+    path = directory / POSITION_NAME
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        fd = -1
+    if fd >= 0:
+        try:
+            size = os.fstat(fd).st_size
+            if size >= 2 * len(slot) and size % (2 * SLOT_BYTES) == 0:
+                _write_slot(fd, slot, (position.seq % 2) * (size // 2))
+                return
+        finally:
+            os.close(fd)
+    # First record (or a slot too small for the offsets): a whole new file, renamed in place.
+    slot_size = SLOT_BYTES
+    while slot_size < len(slot):
+        slot_size *= 2
+    slots = [bytes(slot_size), bytes(slot_size)]
+    slots[position.seq % 2] = slot.ljust(slot_size, b"\0")
+    tmp = directory / (POSITION_NAME + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, b"".join(slots))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(directory)
+
+
+def _write_slot(fd: int, slot: bytes, at: int) -> None:
+    """One write within one page, then its data made durable."""
+    written = os.pwrite(fd, slot, at)
+    if written != len(slot):
+        raise OSError(f"short write of a position slot: {written} of {len(slot)} bytes")
+    _datasync(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,11 +357,10 @@ class FileSink:
         with self._lock, _dir_lock(directory):
             fresh, position = _fresh(SinkPosition(), lines)
             try:
-                recorded = SinkPosition.from_json(
-                    (directory / POSITION_NAME).read_bytes(), directory / POSITION_NAME
-                )
-            except (FileNotFoundError, SinkCorruptionError):
+                recorded = read_position(directory / POSITION_NAME) or SinkPosition()
+            except SinkCorruptionError:
                 recorded = SinkPosition()
+            position = dataclasses.replace(position, seq=recorded.seq + 1)
             if any(o > position.offsets.get(s, -1) for s, o in recorded.offsets.items()):
                 return None
             payload = b"".join(item.line for item in fresh)
@@ -277,7 +372,7 @@ class FileSink:
             finally:
                 os.close(fd)
             # Position first (a bigger size than the old file is never "torn"), then the file.
-            self._save(directory, position)
+            write_position(directory, position)
             os.replace(tmp, directory / FILE_NAME)
             _fsync_dir(directory)
             self._positions[session_id] = position
@@ -305,17 +400,13 @@ class FileSink:
             return before, after
 
     def _recover(self, directory: Path) -> SinkPosition:
-        data, pos_path = directory / FILE_NAME, directory / POSITION_NAME
-        try:
-            raw = pos_path.read_bytes()
-        except FileNotFoundError:
-            raw = None
+        data = directory / FILE_NAME
+        position = read_position(directory / POSITION_NAME)
         size = data.stat().st_size if data.exists() else 0
-        if raw is None:
+        if position is None:
             if size:
                 return self._adopt(directory, data)
             return SinkPosition()
-        position = SinkPosition.from_json(raw, pos_path)
         if size < position.size:
             raise SinkCorruptionError(
                 f"{data} is {size} bytes but {position.size} were recorded as written: the file "
@@ -349,7 +440,7 @@ class FileSink:
                 f.truncate(good)
                 os.fsync(f.fileno())
         position = SinkPosition(size=good, entries=content.count(b"\n"))
-        self._save(directory, position)
+        write_position(directory, position)
         return position
 
     def _append(
@@ -358,35 +449,23 @@ class FileSink:
         started = time.perf_counter()
         if before.size == 0 and not (directory / POSITION_NAME).exists():
             # Recorded before the first byte: a file without a position is never ours.
-            self._save(directory, before)
+            write_position(directory, before)
         fd = os.open(directory / FILE_NAME, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             # Write at the recorded size: whatever a failed earlier attempt left there goes.
             os.ftruncate(fd, before.size)
             os.lseek(fd, before.size, os.SEEK_SET)
             _write_all(fd, b"".join(item.line for item in fresh))
-            os.fsync(fd)
+            _datasync(fd)
         finally:
             os.close(fd)
-        self._save(directory, after)
+        write_position(directory, after)
         took = time.perf_counter() - started
         with self._stats_lock:
             self.syncs += 1
             self.sync_seconds += took
             if self.on_sync is not None:
                 self.on_sync(took)
-
-    @staticmethod
-    def _save(directory: Path, position: SinkPosition) -> None:
-        tmp = directory / (POSITION_NAME + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_all(fd, position.to_json())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, directory / POSITION_NAME)
-        _fsync_dir(directory)
 
 
 def _fresh(position: SinkPosition, items: list[SinkLine]) -> tuple[list[SinkLine], SinkPosition]:
@@ -404,6 +483,7 @@ def _fresh(position: SinkPosition, items: list[SinkLine]) -> tuple[list[SinkLine
         entries=position.entries + len(fresh),
         offsets=offsets,
         last_ts_us=fresh[-1].ts_us,
+        seq=position.seq + 1,
     )
 
 

@@ -35,10 +35,10 @@ from streams.deadletter import (
     SOURCE_TOPIC,
     header,
 )
-from streams.errors import Coordinates, DecodeError
+from streams.errors import Coordinates, DecodeError, SinkCorruptionError
 from streams.sample import bus_events
 from streams.schemas import BUS_EVENT
-from streams.sink import POSITION_NAME
+from streams.sink import POSITION_NAME, read_position
 
 from .conftest import Job, Worker
 
@@ -249,9 +249,10 @@ def _wait_for(job: Job, worker: Worker, expected: dict[str, bytes], timeout: flo
 
 def _recorded_size(directory: Path) -> int | None:
     try:
-        return int(json.loads((directory / POSITION_NAME).read_bytes())["size"])
-    except (OSError, ValueError, KeyError):
+        position = read_position(directory / POSITION_NAME)
+    except (OSError, SinkCorruptionError):
         return None
+    return None if position is None else position.size
 
 
 def _digest(files: dict[str, bytes]) -> dict[str, tuple[int, str, int]]:

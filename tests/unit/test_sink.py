@@ -2,11 +2,13 @@
 
 Everything runs against real files under ``tmp_path``; a "restart" is a new ``FileSink`` over
 the same root, and "another worker" is a second ``FileSink`` instance. Faults are real ones
-(a directory where a file should be, a read-only file), never mocks.
+(a directory where a file should be, a read-only file), except one injected EIO: nothing in
+the file system can fail the in-place write of a position slot that already exists.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -15,16 +17,20 @@ from typing import Any
 
 import pytest
 
+from streams import sink as sink_module
 from streams.errors import SinkCorruptionError, SinkError
 from streams.sink import (
     FILE_NAME,
     LOCK_NAME,
     MAX_SESSION_ID_BYTES,
     POSITION_NAME,
+    SLOT_BYTES,
     FileSink,
     SinkLine,
     SinkPosition,
     WriteResult,
+    position_slot,
+    read_position,
     session_id_problem,
 )
 
@@ -58,7 +64,11 @@ def position_file(root: Path, session_id: str) -> Path:
 
 
 def recorded(root: Path, session_id: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(position_file(root, session_id).read_bytes())
+    """The newest position in the session's position file, as the JSON it holds."""
+    position = read_position(position_file(root, session_id))
+    assert position is not None
+    result: dict[str, Any] = json.loads(position.to_json())
+    del result["seq"]
     return result
 
 
@@ -192,7 +202,7 @@ def test_position_file_next_to_the_jsonl_records_size_entries_offsets_and_ts(
     assert sorted(p.name for p in (root / "s1").iterdir()) == sorted(
         [FILE_NAME, POSITION_NAME, LOCK_NAME]
     )
-    assert POSITION_NAME == ".pending_escalations.position.json"
+    assert POSITION_NAME == ".pending_escalations.position"
     assert FILE_NAME == "pending_escalations.jsonl"
     assert recorded(root, "s1") == {
         "size": len(expected("s1", 7, 8, 9)),
@@ -450,15 +460,78 @@ GARBAGE = [
 
 
 @pytest.mark.parametrize("garbage", GARBAGE, ids=_id)
-def test_garbage_position_file_raises_corruption_naming_it(root: Path, garbage: bytes) -> None:
+def test_garbage_position_json_raises_corruption_naming_it(root: Path, garbage: bytes) -> None:
     FileSink(root).write(lines("s1", 0, 1))
     good = data_file(root, "s1").read_bytes()
-    position_file(root, "s1").write_bytes(garbage)
+    slot = position_slot(garbage).ljust(SLOT_BYTES, b"\0")  # intact checksums, bad content
+    position_file(root, "s1").write_bytes(slot + slot)
 
     with pytest.raises(SinkCorruptionError) as info:
         FileSink(root).position("s1")
     assert str(position_file(root, "s1")) in str(info.value)
     assert data_file(root, "s1").read_bytes() == good
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b'{"size": 0}', bytes(SLOT_BYTES), bytes(2 * SLOT_BYTES), bytes(2 * SLOT_BYTES + 1)],
+    ids=["empty", "old-json", "one-slot", "two-blank-slots", "odd-size"],
+)
+def test_a_position_file_without_an_intact_slot_raises_corruption(root: Path, raw: bytes) -> None:
+    FileSink(root).write(lines("s1", 0, 1))
+    position_file(root, "s1").write_bytes(raw)
+
+    with pytest.raises(SinkCorruptionError, match="unreadable sink position") as info:
+        FileSink(root).position("s1")
+    assert str(position_file(root, "s1")) in str(info.value)
+
+
+def test_positions_alternate_between_the_two_slots_in_place(root: Path) -> None:
+    sink = FileSink(root)
+    sink.write(lines("s1", 0))
+    inode = position_file(root, "s1").stat().st_ino
+    for offset in range(1, 5):
+        sink.write(lines("s1", offset))
+        raw = position_file(root, "s1").read_bytes()
+        newest = read_position(position_file(root, "s1"))
+        assert newest is not None and newest.entries == offset + 1
+        slot = raw[(newest.seq % 2) * SLOT_BYTES : (newest.seq % 2 + 1) * SLOT_BYTES]
+        assert b'"entries": %d' % (offset + 1) in slot
+        assert b'"entries": %d' % offset in raw  # the other slot: one step older
+
+    assert position_file(root, "s1").stat().st_ino == inode  # no renames after the first
+    assert len(raw) == 2 * SLOT_BYTES
+
+
+def test_a_torn_newest_slot_falls_back_to_the_older_one_and_the_replay_repairs(
+    root: Path,
+) -> None:
+    FileSink(root).write(lines("s1", 0, 1))
+    FileSink(root).write(lines("s1", 2, 3))
+    newest = read_position(position_file(root, "s1"))
+    assert newest is not None
+    raw = bytearray(position_file(root, "s1").read_bytes())
+    raw[(newest.seq % 2) * SLOT_BYTES + 20] ^= 0xFF  # a crash mid-slot-write
+    position_file(root, "s1").write_bytes(bytes(raw))
+
+    restarted = FileSink(root)
+    assert restarted.position("s1").entries == 2
+    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1)  # tail truncated
+    assert restarted.write(lines("s1", 2, 3)).appended == 2
+    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3)
+
+
+def test_a_position_too_big_for_a_slot_grows_the_slots(root: Path) -> None:
+    sink = FileSink(root)
+    sources = [f"bus-events:{p}" for p in range(300)]  # offsets of 300 source partitions
+    for source in sources:
+        sink.write(lines("s1", 1, source=source))
+
+    raw = position_file(root, "s1").read_bytes()
+    assert len(raw) > 2 * SLOT_BYTES and len(raw) % (2 * SLOT_BYTES) == 0
+    position = FileSink(root).position("s1")
+    assert position.entries == 300
+    assert position.offsets == {source: 1 for source in sources}
 
 
 # -- forget: another worker wrote in between -------------------------------------------------
@@ -561,24 +634,36 @@ def test_a_batch_failing_in_its_second_session_is_retried_without_doubles(root: 
 
 
 def _block_position_save(root: Path, session_id: str) -> Path:
-    """Fail mid-write: lines appended and fsynced, but the position cannot be recorded."""
+    """Fail the first record of a position: its file cannot be created."""
     blocker = root / session_id / (POSITION_NAME + ".tmp")
     blocker.mkdir()
     (blocker / "blocker").write_bytes(b"")
     return blocker
 
 
-def test_a_write_failing_after_the_append_is_repaired_by_the_same_sink(root: Path) -> None:
+def _fail_slot_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail mid-write: lines appended and synced, but the position cannot be recorded."""
+
+    def fail(fd: int, slot: bytes, at: int) -> None:
+        raise OSError(errno.EIO, "Input/output error (injected)")
+
+    monkeypatch.setattr(sink_module, "_write_slot", fail)
+
+
+def test_a_write_failing_after_the_append_is_repaired_by_the_same_sink(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sink = FileSink(root)
     sink.write(lines("s1", 0, 1))
     position = position_file(root, "s1").read_bytes()
-    blocker = _block_position_save(root, "s1")
+    _fail_slot_writes(monkeypatch)
 
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(OSError, match="injected"):
         sink.write(lines("s1", 2, 3))
     assert position_file(root, "s1").read_bytes() == position  # not recorded
+    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3)  # but appended
 
-    shutil.rmtree(blocker)
+    monkeypatch.undo()
     result = sink.write(lines("s1", 2, 3))
 
     assert result.appended == 2
@@ -590,12 +675,14 @@ def test_a_write_failing_after_the_append_is_repaired_by_the_same_sink(root: Pat
     )
 
 
-def test_a_write_failing_after_the_append_is_repaired_after_a_restart(root: Path) -> None:
+def test_a_write_failing_after_the_append_is_repaired_after_a_restart(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     FileSink(root).write(lines("s1", 0, 1))
-    blocker = _block_position_save(root, "s1")
-    with pytest.raises(IsADirectoryError):
+    _fail_slot_writes(monkeypatch)
+    with pytest.raises(OSError, match="injected"):
         FileSink(root).write(lines("s1", 2, 3))
-    shutil.rmtree(blocker)
+    monkeypatch.undo()
 
     restarted = FileSink(root)
     assert restarted.position("s1").entries == 2
