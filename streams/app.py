@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -102,6 +103,7 @@ sink = FileSink(settings.state_root)
 metrics = Metrics()
 sink.on_sync = metrics.sync_seconds.observe
 _sources: list[BatchSource] = []  # the running sources (map, sink), once started
+_sink_batches: list[SinkBatches] = []  # the sink's batch handler, once started
 
 
 def current_sources() -> list[BatchSource]:
@@ -159,11 +161,17 @@ class MapBatches:
         await _guarded(self.stage.process(records))
 
 
+#: At most one position report per state directory this often (the table is a view).
+REPORT_INTERVAL_S = 1.0
+
+
 class SinkBatches:
-    """escalations batches -> JSONL files, then one position report per state directory."""
+    """escalations batches -> JSONL files; each state directory's latest position is
+    reported at most once per ``REPORT_INTERVAL_S`` (after a batch, or by a timer)."""
 
     def __init__(self) -> None:
         self.reports: dict[str, SinkPosition] = {}
+        self.reported_at = 0.0
         self.stage = SinkStage(decoder, sink, _sender(dead_letters), stats, self._written)
         self.report = _sender(sink_reports)
 
@@ -174,7 +182,13 @@ class SinkBatches:
         records = [r for records in batch.values() for r in records]
         metrics.batch_size.labels("sink").observe(len(records))
         await _guarded(self.stage.process(records))
+        if time.monotonic() - self.reported_at >= REPORT_INTERVAL_S:
+            await self.send_reports()
+
+    async def send_reports(self) -> None:
+        """Sends the positions written since the last reports, one record per directory."""
         reports, self.reports = self.reports, {}
+        self.reported_at = time.monotonic()
         sent = [
             await self.report(session_id.encode(), json.dumps(position_view(p)).encode(), [])
             for session_id, p in reports.items()
@@ -236,11 +250,12 @@ async def start_pipeline() -> None:
             **common,
         )
     )
+    _sink_batches.append(SinkBatches())
     _sources.append(
         BatchSource(
             group_id=f"{settings.app_id}-sink",
             topics=[settings.output_topic],
-            handle=SinkBatches(),
+            handle=_sink_batches[0],
             on_assigned=_on_assigned,
             summary=lambda: f"{stats.summary()}; {_sync_summary()}",
             **common,
@@ -268,6 +283,14 @@ web.install(
     unhealthy=unhealthy,
     view=position_view,
 )
+
+
+@app.timer(REPORT_INTERVAL_S)  # type: ignore[untyped-decorator]
+async def send_position_reports() -> None:
+    """Reports positions written by the last batches before a quiet spell."""
+    for handler in _sink_batches:
+        if handler.reports and time.monotonic() - handler.reported_at >= REPORT_INTERVAL_S:
+            await handler.send_reports()
 
 
 @app.timer(30.0)  # type: ignore[untyped-decorator]

@@ -24,7 +24,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -144,7 +144,21 @@ def read_position(path: Path) -> SinkPosition | None:
 
 
 def write_position(directory: Path, position: SinkPosition) -> None:
-    """Record ``position`` durably: in place in slot ``seq % 2``, or a new file atomically."""
+    """Record ``position`` durably."""
+    fd = stage_position(directory, position)
+    if fd is not None:
+        try:
+            _datasync(fd)
+        finally:
+            os.close(fd)
+
+
+def stage_position(directory: Path, position: SinkPosition) -> int | None:
+    """Write ``position`` in place, in slot ``seq % 2``, and return the open file to sync.
+
+    Without a position file (or with slots too small for the offsets) a whole new file is
+    written, fsynced and renamed into place instead: then it is durable and None returns.
+    """
     slot = position_slot(position.to_json())
     path = directory / POSITION_NAME
     try:
@@ -156,9 +170,11 @@ def write_position(directory: Path, position: SinkPosition) -> None:
             size = os.fstat(fd).st_size
             if size >= 2 * len(slot) and size % (2 * SLOT_BYTES) == 0:
                 _write_slot(fd, slot, (position.seq % 2) * (size // 2))
-                return
+                fd, staged = -1, fd
+                return staged
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
     # First record (or a slot too small for the offsets): a whole new file, renamed in place.
     slot_size = SLOT_BYTES
     while slot_size < len(slot):
@@ -174,14 +190,14 @@ def write_position(directory: Path, position: SinkPosition) -> None:
         os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(directory)
+    return None
 
 
 def _write_slot(fd: int, slot: bytes, at: int) -> None:
-    """One write within one page, then its data made durable."""
+    """One write within one page (made durable by the caller's sync)."""
     written = os.pwrite(fd, slot, at)
     if written != len(slot):
         raise OSError(f"short write of a position slot: {written} of {len(slot)} bytes")
-    _datasync(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +216,29 @@ class WriteResult:
     positions: dict[str, SinkPosition]  # new position of every session that got lines
     appended: int  # lines appended; the rest were at or below a recorded offset
     corrupt: dict[str, str] = field(default_factory=dict)  # sessions skipped, and why
+
+
+@dataclass(slots=True)
+class _Append:
+    """A state directory's lines written in this round, not yet durable."""
+
+    session_id: str
+    directory: Path
+    before: SinkPosition
+    after: SinkPosition
+    data_fd: int
+    position_fd: int | None = None  # None: the position was recorded durably already
+
+
+def _sync(fd: int | None) -> OSError | None:
+    """Make a file's written data durable; the error instead of raising it."""
+    if fd is None:
+        return None
+    try:
+        _datasync(fd)
+    except OSError as exc:
+        return exc
+    return None
 
 
 LOCK_NAME: Final = ".lock"
@@ -226,7 +265,6 @@ class FileSink:
         self.on_sync: Callable[[float], None] | None = None  # each durable append's seconds
         self._executor: ThreadPoolExecutor | None = None
         self.write_seconds = 0.0  # wall time spent in write()
-        self._stats_lock = threading.Lock()
 
     def check_root(self) -> None:
         """Fail fast, with a clear error, when the state root cannot be written."""
@@ -276,7 +314,8 @@ class FileSink:
                 if owns(name):
                     checked += 1
                     try:
-                        self._touch(name, [])
+                        with ExitStack() as held:
+                            self._stage(held, name, [])
                     except SinkCorruptionError as exc:
                         log.error("sink: skipping session %s until it is rebuilt: %s", name, exc)
                         self.corrupt[name] = str(exc)
@@ -297,47 +336,84 @@ class FileSink:
             return dict(self._positions)
 
     def write(self, lines: Iterable[SinkLine]) -> WriteResult:
-        """Append each session's new lines in one write + fsync, then record the position.
+        """Append each session's new lines, make them durable, then record the positions.
 
+        One round per batch: every state directory's lines are written (one ``write`` each)
+        under its ``flock``, then all of them are synced side by side, then every position
+        slot is written and synced side by side; the locks are held until the round ends.
         Lines at or below a session's recorded source offset are skipped (already written).
+        A corrupt session is skipped and reported; an I/O error in one session does not stop
+        the others, and is raised once their round is complete.
         """
         by_session: dict[str, list[SinkLine]] = {}
         for item in lines:
             by_session.setdefault(item.session_id, []).append(item)
         written: dict[str, SinkPosition] = {}
         corrupt: dict[str, str] = {}
+        failures: list[OSError] = []
         appended = 0
         started = time.perf_counter()
-        with self._lock:
-            # State directories are independent: their fsyncs run side by side.
-            if len(by_session) > 1:
-                outcomes = list(self._pool().map(self._attempt, by_session.items()))
-            else:
-                outcomes = [self._attempt(pair) for pair in by_session.items()]
-            self.write_seconds += time.perf_counter() - started
-        for session_id, outcome in outcomes:
-            if isinstance(outcome, SinkCorruptionError):
-                if self.corrupt.get(session_id) != str(outcome):
-                    log.error(
-                        "sink: skipping session %s until it is rebuilt: %s", session_id, outcome
-                    )
-                self.corrupt[session_id] = corrupt[session_id] = str(outcome)
-                continue
-            self.corrupt.pop(session_id, None)
-            before, position = outcome
-            if position is not before:
-                written[session_id] = position
-                appended += position.entries - before.entries
+        with self._lock, ExitStack() as held:
+            staged: list[_Append] = []
+            for session_id, items in by_session.items():
+                try:
+                    append = self._stage(held, session_id, items)
+                except SinkCorruptionError as exc:
+                    self._skip(session_id, exc)
+                    corrupt[session_id] = str(exc)
+                    continue
+                except OSError as exc:
+                    failures.append(exc)
+                    continue
+                self.corrupt.pop(session_id, None)
+                if append is not None:
+                    staged.append(append)
+            durable = self._sync_all(staged, lambda a: a.data_fd, failures)
+            recorded: list[_Append] = []
+            for append in durable:
+                try:
+                    fd = stage_position(append.directory, append.after)
+                except OSError as exc:
+                    failures.append(exc)
+                    continue
+                if fd is not None:
+                    held.callback(os.close, fd)
+                append.position_fd = fd
+                recorded.append(append)
+            for append in self._sync_all(recorded, lambda a: a.position_fd, failures):
+                self._positions[append.session_id] = append.after
+                written[append.session_id] = append.after
+                appended += append.after.entries - append.before.entries
+            took = time.perf_counter() - started
+        self.write_seconds += took
+        if written:
+            self.syncs += len(written)
+            self.sync_seconds += took
+            if self.on_sync is not None:
+                self.on_sync(took)
+        if failures:
+            raise failures[0]
         return WriteResult(written, appended, corrupt)
 
-    def _attempt(
-        self, pair: tuple[str, list[SinkLine]]
-    ) -> tuple[str, tuple[SinkPosition, SinkPosition] | SinkCorruptionError]:
-        session_id, items = pair
-        try:
-            return session_id, self._touch(session_id, items)
-        except SinkCorruptionError as exc:
-            return session_id, exc
+    def _skip(self, session_id: str, exc: SinkCorruptionError) -> None:
+        if self.corrupt.get(session_id) != str(exc):
+            log.error("sink: skipping session %s until it is rebuilt: %s", session_id, exc)
+        self.corrupt[session_id] = str(exc)
+
+    def _sync_all(
+        self,
+        appends: list[_Append],
+        fd_of: Callable[[_Append], int | None],
+        failures: list[OSError],
+    ) -> list[_Append]:
+        """Syncs the appends' files side by side; returns those that are durable."""
+        fds = [fd_of(a) for a in appends]
+        if len(appends) > 1:
+            errors = list(self._pool().map(_sync, fds))
+        else:
+            errors = [_sync(fd) for fd in fds]
+        failures.extend(e for e in errors if e is not None)
+        return [a for a, e in zip(appends, errors, strict=True) if e is None]
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -381,28 +457,40 @@ class FileSink:
 
     # -- internals (called with self._lock held) -------------------------------------------
 
-    def _touch(self, session_id: str, items: list[SinkLine]) -> tuple[SinkPosition, SinkPosition]:
-        """Recover the directory from disk and append ``items``: (before, after)."""
+    def _stage(self, held: ExitStack, session_id: str, items: list[SinkLine]) -> _Append | None:
+        """Lock and recover the directory, then write (not sync) its fresh lines, if any."""
         directory = self.directory(session_id)
         if not directory.is_dir():
             if not items:
-                return SinkPosition(), SinkPosition()
+                return None
             directory.mkdir(parents=True, exist_ok=True)
             _fsync_dir(self.root)
-        with _dir_lock(directory):
-            before = self._recover(directory)
-            self._positions[session_id] = before
-            fresh, after = _fresh(before, items)
-            if not fresh:
-                return before, before
-            self._append(directory, before, fresh, after)
-            self._positions[session_id] = after
-            return before, after
+        held.enter_context(_dir_lock(directory))
+        before = self._recover(directory)
+        self._positions[session_id] = before
+        fresh, after = _fresh(before, items)
+        if not fresh:
+            return None
+        if before.size == 0 and not (directory / POSITION_NAME).exists():
+            # Recorded before the first byte: a file without a position is never ours.
+            write_position(directory, before)
+        fd = os.open(directory / FILE_NAME, os.O_WRONLY | os.O_CREAT, 0o644)
+        held.callback(os.close, fd)
+        # At the recorded size: _recover cut whatever a failed earlier attempt left there.
+        payload = memoryview(b"".join(item.line for item in fresh))
+        at = before.size
+        while payload:
+            done = os.pwrite(fd, payload, at)
+            payload, at = payload[done:], at + done
+        return _Append(session_id, directory, before, after, fd)
 
     def _recover(self, directory: Path) -> SinkPosition:
         data = directory / FILE_NAME
         position = read_position(directory / POSITION_NAME)
-        size = data.stat().st_size if data.exists() else 0
+        try:
+            size = data.stat().st_size
+        except FileNotFoundError:
+            size = 0
         if position is None:
             if size:
                 return self._adopt(directory, data)
@@ -442,30 +530,6 @@ class FileSink:
         position = SinkPosition(size=good, entries=content.count(b"\n"))
         write_position(directory, position)
         return position
-
-    def _append(
-        self, directory: Path, before: SinkPosition, fresh: list[SinkLine], after: SinkPosition
-    ) -> None:
-        started = time.perf_counter()
-        if before.size == 0 and not (directory / POSITION_NAME).exists():
-            # Recorded before the first byte: a file without a position is never ours.
-            write_position(directory, before)
-        fd = os.open(directory / FILE_NAME, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            # Write at the recorded size: whatever a failed earlier attempt left there goes.
-            os.ftruncate(fd, before.size)
-            os.lseek(fd, before.size, os.SEEK_SET)
-            _write_all(fd, b"".join(item.line for item in fresh))
-            _datasync(fd)
-        finally:
-            os.close(fd)
-        write_position(directory, after)
-        took = time.perf_counter() - started
-        with self._stats_lock:
-            self.syncs += 1
-            self.sync_seconds += took
-            if self.on_sync is not None:
-                self.on_sync(took)
 
 
 def _fresh(position: SinkPosition, items: list[SinkLine]) -> tuple[list[SinkLine], SinkPosition]:
