@@ -22,6 +22,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
 
 from streams import settings as settings_module
 from streams import web
@@ -30,6 +31,7 @@ from streams.deadletter import Headers
 from streams.errors import EscalationsError
 from streams.jsonl import rfc3339
 from streams.metrics import Metrics
+from streams.producer import BatchSender
 from streams.registry import IdFile, open_ids
 from streams.schemas import ENTRY, SchemaStore
 from streams.sink import FileSink, SinkPosition
@@ -99,7 +101,7 @@ store = SchemaStore()
 ids = open_ids(settings.schema_registry_url, store)
 codec = Codec(ids.known() if isinstance(ids, IdFile) else {})
 decoder = Decoder(codec, ids)
-sink = FileSink(settings.state_root)
+sink = FileSink(settings.state_root, fsync=settings.fsync)
 metrics = Metrics()
 sink.on_sync = metrics.sync_seconds.observe
 _sources: list[BatchSource] = []  # the running sources (map, sink), once started
@@ -137,6 +139,13 @@ def _sender(topic: faust.TopicT) -> Any:
     return send
 
 
+def _aiokafka_producer() -> AIOKafkaProducer:
+    """The aiokafka producer inside Faust's (started with the app, stopped after our sources)."""
+    driver: Any = app.producer  # faust's aiokafka driver; its type stub lacks the accessor
+    producer: AIOKafkaProducer = driver._ensure_producer()
+    return producer
+
+
 def position_view(position: SinkPosition) -> dict[str, Any]:
     last = position.last_ts_us
     return {
@@ -151,9 +160,8 @@ class MapBatches:
     """bus-events batches -> escalations (and dead letters)."""
 
     def __init__(self, entry_schema_id: int) -> None:
-        self.stage = MapStage(
-            decoder, entry_schema_id, _sender(escalations), _sender(dead_letters), stats
-        )
+        emit = BatchSender(_aiokafka_producer, escalations.get_topic_name())
+        self.stage = MapStage(decoder, entry_schema_id, emit, _sender(dead_letters), stats)
 
     async def __call__(self, batch: Batch) -> None:
         records = [r for records in batch.values() for r in records]

@@ -1,11 +1,13 @@
-"""``escalations produce``: JSON-form bus events -> Avro (wire format) -> the input topic."""
+"""Producing: ``escalations produce`` (JSON-form bus events -> the input topic), and the
+job's batch sender (a batch's records in one aiokafka batch per partition)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -14,6 +16,57 @@ from streams.codec import Codec
 from streams.registry import SchemaIds
 from streams.schemas import BUS_EVENT, SchemaStore
 from streams.settings import MAX_REQUEST_BYTES
+from streams.topics import partition_for
+
+#: Keys whose partition is remembered (session ids repeat; murmur2 is pure Python).
+PARTITION_CACHE_KEYS = 100_000
+
+
+class BatchSender:
+    """Sends records in order with one ``BatchBuilder`` per partition, not one ``send`` each.
+
+    ``send()`` costs ~13 µs of CPU per record (a future, the partitioner, the accumulator);
+    appending to a batch costs ~4 µs. Partitions are the default partitioner's
+    (``partition_for``: murmur2 of the key), so keys land where ``send()`` would put them
+    and the sink knows which sessions a partition holds.
+    """
+
+    def __init__(self, producer: Callable[[], AIOKafkaProducer], topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.partitions = 0
+        self._partition_of: dict[bytes, int] = {}
+
+    async def __call__(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """Sends ``records``; returns once the broker acknowledged every one."""
+        if not records:
+            return
+        producer = self.producer()
+        if not self.partitions:
+            self.partitions = len(await producer.partitions_for(self.topic))
+        builders: dict[int, Any] = {}
+        sent: list[asyncio.Future[Any]] = []
+        for key, value in records:
+            partition = self._partition(key)
+            builder = builders.get(partition)
+            if builder is None:
+                builder = builders[partition] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None) is None:  # full
+                sent.append(await producer.send_batch(builder, self.topic, partition=partition))
+                builder = builders[partition] = producer.create_batch()
+                if builder.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
+        for partition, builder in builders.items():
+            sent.append(await producer.send_batch(builder, self.topic, partition=partition))
+        await asyncio.gather(*sent)
+
+    def _partition(self, key: bytes) -> int:
+        partition = self._partition_of.get(key)
+        if partition is None:
+            if len(self._partition_of) >= PARTITION_CACHE_KEYS:
+                self._partition_of.clear()
+            partition = self._partition_of[key] = partition_for(key, self.partitions)
+        return partition
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,8 @@ class Settings:
     batch_max: int = 1000
     stall_timeout_s: float = 60.0
     fetch_wait_ms: int = 50
+    #: False skips the sink's fsyncs: safe against process crashes, not against power loss.
+    fsync: bool = True
 
     @property
     def broker_url(self) -> str:
@@ -168,5 +170,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         fetch_wait_ms=_int(
             env, "ESCALATIONS_FETCH_WAIT_MS", 50, 1, 10_000, "ESCALATIONS_FETCH_WAIT_MS=50"
         ),
+        fsync=_bool(env, "ESCALATIONS_FSYNC", True),
         **topics,
     )

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Sends one record; the awaitable it returns completes when the broker has it.
 Send = Callable[[bytes | None, bytes | None, Headers], Awaitable[Awaitable[Any]]]
+#: Sends a batch's (key, value) records in order; returns once the broker has them all.
+SendAll = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[None]]
 
 
 class RawRecord(Protocol):
@@ -119,7 +121,12 @@ class MapStage:
     """bus-events -> escalations (+ dead letters), one batch at a time."""
 
     def __init__(
-        self, decoder: Decoder, entry_schema_id: int, emit: Send, dead_letter: Send, stats: Stats
+        self,
+        decoder: Decoder,
+        entry_schema_id: int,
+        emit: SendAll,
+        dead_letter: Send,
+        stats: Stats,
     ) -> None:
         self.decoder = decoder
         self.entry_schema_id = entry_schema_id
@@ -130,6 +137,7 @@ class MapStage:
     async def process(self, records: Sequence[RawRecord]) -> None:
         """Map a batch; returns once every produced record is acknowledged by the broker."""
         pending: list[Awaitable[Any]] = []
+        entries: list[tuple[bytes, bytes]] = []
         encode = self.decoder.codec.encode
         for r in records:
             where = Coordinates(r.topic, r.partition, r.offset)
@@ -143,12 +151,11 @@ class MapStage:
                 if out is None:
                     self.stats.dropped[drop_reason(datum["event"])] += 1
                     continue
-                key = datum["session_id"].encode()
-                pending.append(await self.emit(key, encode(self.entry_schema_id, out), []))
-                self.stats.entries_out += 1
+                entries.append((datum["session_id"].encode(), encode(self.entry_schema_id, out)))
             except RecordError as exc:
                 pending.append(await _dead_letter(self.dead_letter, self.stats, r, exc))
-        await asyncio.gather(*pending)
+        await asyncio.gather(self.emit(entries), *pending)
+        self.stats.entries_out += len(entries)
 
 
 #: Called with each session's new position after a batch.

@@ -168,6 +168,13 @@ class Sent:
         return done
 
 
+class SentAll(Sent):
+    """The entry sender of MapStage: takes a batch's (key, value) records at once."""
+
+    async def __call__(self, records: Sequence[tuple[bytes, bytes]]) -> None:  # type: ignore[override]
+        self.records.extend((key, value, []) for key, value in records)
+
+
 @dataclass
 class Outcome:
     """What happened to one record: exactly one of these must be set."""
@@ -179,7 +186,7 @@ class Outcome:
 
 def _map_each(records: Sequence[Rec]) -> list[Outcome]:
     """Runs every record through a real MapStage, one batch each, and says what became of it."""
-    emitted, dead, stats = Sent(), Sent(), Stats.empty()
+    emitted, dead, stats = SentAll(), Sent(), Stats.empty()
     stage = MapStage(Decoder(Codec(BY_ID), IdFile(STORE)), ENTRY_ID, emitted, dead, stats)
     outcomes: list[Outcome] = []
 

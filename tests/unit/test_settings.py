@@ -34,6 +34,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.state_root.is_absolute()
     assert settings.state_root == (tmp_path / "state").resolve()
     assert settings.broker_url == "kafka://127.0.0.1:9092"
+    assert settings.fsync is True
 
 
 def test_empty_values_mean_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,6 +92,11 @@ def test_explicit_values(tmp_path: Path) -> None:
 )
 def test_web_enabled_spellings(raw: str, enabled: bool) -> None:
     assert load({"ESCALATIONS_WEB_ENABLED": raw}).web_enabled is enabled
+
+
+@pytest.mark.parametrize(("raw", "fsync"), [("false", False), ("0", False), ("true", True)])
+def test_fsync_can_be_turned_off(raw: str, fsync: bool) -> None:
+    assert load({"ESCALATIONS_FSYNC": raw}).fsync is fsync
 
 
 # -- KAFKA_BOOTSTRAP_SERVERS -----------------------------------------------------------------
@@ -152,6 +158,7 @@ INVALID: list[tuple[dict[str, str], list[str]]] = [
     ({"ESCALATIONS_PARTITIONS": "10001"}, ["ESCALATIONS_PARTITIONS", "'10001'"]),
     ({"ESCALATIONS_WEB_PORT": "65536"}, ["ESCALATIONS_WEB_PORT", "'65536'"]),
     ({"ESCALATIONS_WEB_ENABLED": "maybe"}, ["ESCALATIONS_WEB_ENABLED", "'maybe'", "=false"]),
+    ({"ESCALATIONS_FSYNC": "never"}, ["ESCALATIONS_FSYNC", "'never'", "=false"]),
     ({"ESCALATIONS_SESSION_TIMEOUT": "-1"}, ["ESCALATIONS_SESSION_TIMEOUT", "'-1'", "=10"]),
     ({"ESCALATIONS_SESSION_TIMEOUT": "0"}, ["ESCALATIONS_SESSION_TIMEOUT", "'0'"]),
     ({"ESCALATIONS_SESSION_TIMEOUT": "soon"}, ["ESCALATIONS_SESSION_TIMEOUT", "'soon'"]),

@@ -215,6 +215,20 @@ def test_position_file_next_to_the_jsonl_records_size_entries_offsets_and_ts(
     )
 
 
+def test_without_fsync_the_files_and_positions_are_the_same(root: Path, tmp_path: Path) -> None:
+    unsynced, synced = FileSink(root, fsync=False), FileSink(tmp_path / "synced")
+    for sink in (unsynced, synced):
+        sink.write([*lines("s1", 0, 1), *lines("s2", 2)])
+        sink.write([*lines("s1", 1, 3), *lines("s2", 4)])
+
+    for session in ("s1", "s2"):
+        assert data_file(root, session).read_bytes() == (
+            data_file(tmp_path / "synced", session).read_bytes()
+        )
+        assert recorded(root, session) == recorded(tmp_path / "synced", session)
+    assert FileSink(root).position("s1").entries == 3  # a restart reads what was written
+
+
 def test_later_writes_append_after_earlier_ones(root: Path) -> None:
     sink = FileSink(root)
     sink.write(lines("s1", 0, 1))
