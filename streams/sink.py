@@ -358,7 +358,9 @@ class FileSink:
         started = time.perf_counter()
         with self._lock, ExitStack() as held:
             staged: list[_Append] = []
-            for session_id, items in by_session.items():
+            # Locks are taken in one global order: two writers (say, a worker that has not yet
+            # noticed it lost a partition, and its successor) can never wait for each other.
+            for session_id, items in sorted(by_session.items()):
                 try:
                     append = self._stage(held, session_id, items)
                 except SinkCorruptionError as exc:

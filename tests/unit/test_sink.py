@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -766,3 +767,31 @@ def test_check_root_is_not_broken_by_a_session_named_like_its_probe(root: Path) 
     FileSink(root).check_root()
 
     assert data_file(root, ".write-probe").read_bytes() == expected(".write-probe", 0)
+
+
+def test_two_writers_of_the_same_sessions_in_opposite_orders_never_deadlock(root: Path) -> None:
+    # Two sinks on one root stand for a worker that has not yet noticed it lost a partition
+    # and its successor: their directory locks must be taken in one order.
+    sessions = [f"s{i:02d}" for i in range(12)]
+    done: list[str] = []
+
+    def writer(name: str, order: list[str]) -> None:
+        sink = FileSink(root)
+        for offset in range(40):
+            sink.write([line(s, offset, source=f"{name}:0") for s in order])
+        done.append(name)
+
+    threads = [
+        threading.Thread(target=writer, args=("a", sessions), daemon=True),
+        threading.Thread(target=writer, args=("b", sessions[::-1]), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sorted(done) == ["a", "b"], "a writer is stuck waiting for a directory lock"
+    for session in sessions:
+        content = data_file(root, session).read_bytes()
+        assert content.count(b"\n") == 80
+        assert FileSink(root).position(session).entries == 80
