@@ -742,7 +742,7 @@ def _variant_rows(t: Table, results: Results, job_rate: float) -> None:
         t.row("job without fsync (ESCALATIONS_FSYNC=false): events/s", _fmt(unsynced_rate, ",.0f"))
     t.row(
         "fsync cost: 1 - (events/s with fsync / without)",
-        _fmt(None if fsync_cost is None else 100 * fsync_cost, ".1f") + " %",
+        "skipped" if fsync_cost is None else _fmt(100 * fsync_cost, ".1f") + " %",
         f"< {100 * TARGET_FSYNC_COST:.0f} %",
         None if fsync_cost is None else fsync_cost < TARGET_FSYNC_COST,
     )
@@ -761,7 +761,7 @@ def _variant_rows(t: Table, results: Results, job_rate: float) -> None:
             )
     t.row(
         "scaling: two workers / one",
-        _fmt(scaling, ".2f") + "x",
+        "skipped" if scaling is None else _fmt(scaling, ".2f") + "x",
         f">= {TARGET_SCALING}x",
         None if scaling is None else scaling >= TARGET_SCALING,
     )
