@@ -756,8 +756,14 @@ def _variant_rows(t: Table, results: Results, job_rate: float) -> None:
         ):
             t.row(f"{label}, events sent while running: events/s", _fmt(rate, ",.0f"))
             t.row(
-                f"{label}: CPU µs/event (workers)",
-                _fmt(_per_event_us(run["cpu_seconds"], n), ".1f"),
+                f"{label}: CPU µs/event (workers), cores busy",
+                f"{_fmt(_per_event_us(run['cpu_seconds'], n), '.1f')}, "
+                f"{_fmt(run['cpu_seconds'] / run['seconds'], '.2f')}",
+            )
+        each = (results.live2.get("stop") or {}).get("events_each")
+        if each:
+            t.row(
+                "two workers: busiest worker's share of the events", f"{max(each) / sum(each):.0%}"
             )
     t.row(
         "scaling: two workers / one",
