@@ -22,9 +22,13 @@ worker: $(BIN)/escalations
 	$(BIN)/escalations worker
 
 lint: $(BIN)/escalations
-	$(BIN)/ruff check streams tests
-	$(BIN)/ruff format --check streams tests
+	$(BIN)/ruff check streams tests benchmarks
+	$(BIN)/ruff format --check streams tests benchmarks
 	$(BIN)/mypy
+
+# The speed benchmark (never part of the tests); e.g. make bench BENCH_ARGS=--quick
+bench: $(BIN)/escalations
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache
