@@ -22,6 +22,11 @@ from streams.topics import partition_for
 PARTITION_CACHE_KEYS = 100_000
 
 
+def _append(builder: Any, key: bytes, value: bytes) -> Any:
+    """The record's metadata in ``builder``, or None when the builder is full."""
+    return builder.append(key=key, value=value, timestamp=None)
+
+
 class BatchSender:
     """Sends records in order with one ``BatchBuilder`` per partition, not one ``send`` each.
 
@@ -37,28 +42,46 @@ class BatchSender:
         self.partitions = 0
         self._partition_of: dict[bytes, int] = {}
 
-    async def __call__(self, records: Sequence[tuple[bytes, bytes]]) -> None:
-        """Sends ``records``; returns once the broker acknowledged every one."""
+    async def __call__(self, records: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
+        """Sends ``records``; returns once the broker acknowledged every one, with each
+        record's (partition, offset) in order (offset -1 where the broker gave none)."""
         if not records:
-            return
+            return []
         producer = self.producer()
         if not self.partitions:
             self.partitions = len(await producer.partitions_for(self.topic))
-        builders: dict[int, Any] = {}
-        sent: list[asyncio.Future[Any]] = []
+        builders: list[tuple[int, Any]] = []  # (partition, builder) in the order opened
+        filling: dict[int, int] = {}  # partition -> number of the builder being filled
+        where: list[tuple[int, int]] = []  # per record: (builder number, index in it)
+        counts: list[int] = []
+        sent: dict[int, asyncio.Future[Any]] = {}  # builder number -> its acknowledgement
         for key, value in records:
             partition = self._partition(key)
-            builder = builders.get(partition)
-            if builder is None:
-                builder = builders[partition] = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:  # full
-                sent.append(await producer.send_batch(builder, self.topic, partition=partition))
-                builder = builders[partition] = producer.create_batch()
-                if builder.append(key=key, value=value, timestamp=None) is None:
+            number = filling.get(partition)
+            if number is not None and _append(builders[number][1], key, value) is None:
+                # Full: send it and open another.
+                sent[number] = await producer.send_batch(
+                    builders[number][1], self.topic, partition=partition
+                )
+                number = None
+            if number is None:
+                number = filling[partition] = len(builders)
+                builders.append((partition, producer.create_batch()))
+                counts.append(0)
+                if _append(builders[number][1], key, value) is None:
                     raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
-        for partition, builder in builders.items():
-            sent.append(await producer.send_batch(builder, self.topic, partition=partition))
-        await asyncio.gather(*sent)
+            where.append((number, counts[number]))
+            counts[number] += 1
+        for partition, number in filling.items():
+            sent[number] = await producer.send_batch(
+                builders[number][1], self.topic, partition=partition
+            )
+        acked = dict(zip(sent, await asyncio.gather(*sent.values()), strict=True))
+        placed = []
+        for number, index in where:
+            base = getattr(acked[number], "offset", None)
+            placed.append((builders[number][0], -1 if base is None or base < 0 else base + index))
+        return placed
 
     def _partition(self, key: bytes) -> int:
         partition = self._partition_of.get(key)

@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Protocol
 
 from streams.codec import Codec, schema_id_of
@@ -27,8 +28,48 @@ log = logging.getLogger(__name__)
 
 #: Sends one record; the awaitable it returns completes when the broker has it.
 Send = Callable[[bytes | None, bytes | None, Headers], Awaitable[Awaitable[Any]]]
-#: Sends a batch's (key, value) records in order; returns once the broker has them all.
-SendAll = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[None]]
+#: Sends a batch's (key, value) records in order; returns once the broker has them all,
+#: with each record's (partition, offset) on the output topic (offset -1: not known).
+SendAll = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[Sequence[tuple[int, int]]]]
+
+
+class Handoff:
+    """Lines the map stage rendered, offered to the sink stage of the same worker.
+
+    Keyed by the output record's (partition, offset) from the produce acknowledgement, with the
+    record's bytes: the sink takes a line only for a consumed record with the same offset *and*
+    the same bytes, so it skips decoding what this worker just encoded. Anything else (another
+    worker's record, one consumed before its acknowledgement came back, one evicted because
+    this worker's sink does not own its partition) is decoded as usual. Bounded: the oldest
+    lines go first.
+    """
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self.capacity = capacity
+        self._lines: dict[tuple[int, int], tuple[bytes, SinkLine]] = {}
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def put(
+        self, placed: Sequence[tuple[int, int]], values: Sequence[bytes], lines: Sequence[SinkLine]
+    ) -> None:
+        for where, value, line in zip(placed, values, lines, strict=True):
+            if where[1] >= 0:
+                self._lines[where] = (value, line)
+        excess = len(self._lines) - self.capacity
+        if excess > 0:
+            for key in list(islice(self._lines, excess)):
+                del self._lines[key]
+
+    def take(self, partition: int, offset: int, value: bytes | None) -> SinkLine | None:
+        """The line of the record at ``partition``/``offset`` when its bytes are ``value``."""
+        found = self._lines.pop((partition, offset), None)
+        if found is None or found[0] != value:
+            return None
+        self.hits += 1
+        return found[1]
 
 
 class RawRecord(Protocol):
@@ -127,17 +168,20 @@ class MapStage:
         emit: SendAll,
         dead_letter: Send,
         stats: Stats,
+        handoff: Handoff | None = None,
     ) -> None:
         self.decoder = decoder
         self.entry_schema_id = entry_schema_id
         self.emit = emit
         self.dead_letter = dead_letter
         self.stats = stats
+        self.handoff = handoff
 
     async def process(self, records: Sequence[RawRecord]) -> None:
         """Map a batch; returns once every produced record is acknowledged by the broker."""
         pending: list[Awaitable[Any]] = []
         entries: list[tuple[bytes, bytes]] = []
+        lines: list[SinkLine] = []
         encode = self.decoder.codec.encode
         for r in records:
             where = Coordinates(r.topic, r.partition, r.offset)
@@ -152,10 +196,14 @@ class MapStage:
                     self.stats.dropped[drop_reason(datum["event"])] += 1
                     continue
                 entries.append((datum["session_id"].encode(), encode(self.entry_schema_id, out)))
+                if self.handoff is not None:
+                    lines.append(sink_line(out))
             except RecordError as exc:
                 pending.append(await _dead_letter(self.dead_letter, self.stats, r, exc))
-        await asyncio.gather(self.emit(entries), *pending)
+        placed, *_ = await asyncio.gather(self.emit(entries), *pending)
         self.stats.entries_out += len(entries)
+        if self.handoff is not None:
+            self.handoff.put(placed, [value for _, value in entries], lines)
 
 
 #: Called with each session's new position after a batch.
@@ -173,6 +221,7 @@ class SinkStage:
         stats: Stats,
         on_written: OnWritten | None = None,
         retries: int = 8,
+        handoff: Handoff | None = None,
     ) -> None:
         self.decoder = decoder
         self.sink = sink
@@ -180,12 +229,19 @@ class SinkStage:
         self.stats = stats
         self.on_written = on_written
         self.retries = retries
+        self.handoff = handoff
 
     async def process(self, records: Sequence[RawRecord]) -> None:
         """Write a batch: one write + fsync per state directory, positions recorded."""
         lines: list[SinkLine] = []
         pending: list[Awaitable[Any]] = []
+        handoff = self.handoff
         for r in records:
+            if handoff is not None:
+                line = handoff.take(r.partition, r.offset, r.value)
+                if line is not None:
+                    lines.append(line)
+                    continue
             where = Coordinates(r.topic, r.partition, r.offset)
             try:
                 d = await self.decoder.decode(r.value, where)

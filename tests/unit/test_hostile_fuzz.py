@@ -171,8 +171,12 @@ class Sent:
 class SentAll(Sent):
     """The entry sender of MapStage: takes a batch's (key, value) records at once."""
 
-    async def __call__(self, records: Sequence[tuple[bytes, bytes]]) -> None:  # type: ignore[override]
+    async def __call__(  # type: ignore[override]
+        self, records: Sequence[tuple[bytes, bytes]]
+    ) -> list[tuple[int, int]]:
+        start = len(self.records)
         self.records.extend((key, value, []) for key, value in records)
+        return [(0, start + i) for i in range(len(records))]
 
 
 @dataclass

@@ -1,0 +1,139 @@
+"""The map stage hands its rendered lines to the sink stage of the same worker (Handoff).
+
+Real codec, real sample events, real files; the senders are in-memory (the broker's part is
+covered by the integration tests). What a user sees must not change: the same bytes in the
+same files whether a line came through the handoff or was decoded from the output record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams.busjson import BusJson
+from streams.codec import Codec
+from streams.demo import expected_files
+from streams.registry import IdFile
+from streams.sample import bus_events
+from streams.schemas import BUS_EVENT, SchemaStore
+from streams.sink import FILE_NAME, FileSink, SinkLine
+from streams.stages import Decoder, Handoff, MapStage, SinkStage, Stats
+
+STORE = SchemaStore()
+ENVELOPE_ID, ENTRY_ID = 1, 2
+
+
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class Topic:
+    """An in-memory output topic: one partition, offsets in send order."""
+
+    def __init__(self) -> None:
+        self.records: list[Rec] = []
+
+    async def __call__(self, records: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
+        start = len(self.records)
+        self.records += [
+            Rec("escalations", 0, start + i, key, value) for i, (key, value) in enumerate(records)
+        ]
+        return [(0, start + i) for i in range(len(records))]
+
+
+async def _no_dead_letters(key: bytes | None, value: bytes | None, headers: Any) -> Any:
+    raise AssertionError("no record here is bad")
+
+
+def _decoder() -> Decoder:
+    return Decoder(Codec(STORE.by_id()), IdFile(STORE))
+
+
+def _input(count: int) -> tuple[list[Rec], dict[str, bytes]]:
+    lines = list(bus_events(count, sessions=5, seed=7))
+    codec = Codec(STORE.by_id())
+    records = [
+        Rec("bus-events", 0, offset, d["session_id"].encode(), codec.encode(ENVELOPE_ID, d))
+        for offset, d in enumerate(BusJson(STORE.current(BUS_EVENT)).parse_lines(lines))
+    ]
+    return records, expected_files(lines, STORE)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.parent.name: p.read_bytes() for p in root.glob(f"*/{FILE_NAME}")}
+
+
+def _run(root: Path, handoff_map: Handoff | None, handoff_sink: Handoff | None) -> Topic:
+    records, _ = _input(600)
+    topic, stats = Topic(), Stats.empty()
+    mapper = MapStage(_decoder(), ENTRY_ID, topic, _no_dead_letters, stats, handoff_map)
+    sink = SinkStage(_decoder(), FileSink(root), _no_dead_letters, stats, handoff=handoff_sink)
+
+    async def run() -> None:
+        consumed = 0
+        for start in range(0, len(records), 100):
+            await mapper.process(records[start : start + 100])
+            await sink.process(topic.records[consumed:])
+            consumed = len(topic.records)
+
+    asyncio.run(run())
+    return topic
+
+
+def test_lines_handed_over_give_the_same_files_as_decoding(tmp_path: Path) -> None:
+    _, expected = _input(600)
+    handoff = Handoff()
+    _run(tmp_path / "handed", handoff, handoff)
+    _run(tmp_path / "decoded", None, None)
+
+    assert _files(tmp_path / "handed") == expected
+    assert _files(tmp_path / "decoded") == expected
+    assert handoff.hits == sum(data.count(b"\n") for data in expected.values())
+    assert len(handoff) == 0  # every line taken
+
+
+def test_a_record_with_other_bytes_at_a_handed_offset_is_decoded(tmp_path: Path) -> None:
+    _, expected = _input(600)
+    handoff = Handoff()
+    topic = _run(tmp_path / "first", handoff, None)  # the lines stay in the handoff
+    assert len(handoff) == len(topic.records)
+    stale = SinkLine("intruder", b"not this line\n", "bus-events:0", 0, 0)
+    handoff.put(
+        [(0, r.offset) for r in topic.records],
+        [b"other"] * len(topic.records),
+        [stale] * len(topic.records),
+    )
+
+    stats = Stats.empty()
+    sink = SinkStage(
+        _decoder(), FileSink(tmp_path / "second"), _no_dead_letters, stats, handoff=handoff
+    )
+    asyncio.run(sink.process(topic.records))
+
+    assert handoff.hits == 0
+    assert _files(tmp_path / "second") == expected
+    assert not (tmp_path / "second" / "intruder").exists()
+
+
+def test_the_handoff_keeps_only_the_newest_lines_and_ignores_unknown_offsets() -> None:
+    handoff = Handoff(capacity=3)
+    line = SinkLine("s", b"x\n", "bus-events:0", 0, 0)
+    handoff.put([(0, 1), (0, 2), (1, -1), (0, 3), (0, 4)], [b"v"] * 5, [line] * 5)
+
+    assert len(handoff) == 3
+    assert handoff.take(0, 1, b"v") is None  # evicted: the oldest goes first
+    assert handoff.take(0, 2, b"v") is line
+    assert handoff.take(1, -1, b"v") is None  # no offset from the broker: never offered
+    assert handoff.take(0, 3, b"w") is None  # other bytes
+    assert handoff.take(0, 3, b"v") is None  # taken (and dropped) once
+    assert handoff.take(0, 4, b"v") is line
+    assert handoff.hits == 2
