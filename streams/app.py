@@ -103,7 +103,7 @@ codec = Codec(ids.known() if isinstance(ids, IdFile) else {})
 decoder = Decoder(codec, ids)
 sink = FileSink(settings.state_root, fsync=settings.fsync)
 metrics = Metrics()
-#: Lines rendered by the map stage for this worker's sink stage (skips its second decode).
+#: Entries the map stage produced, for this worker's sink stage (skips its second decode).
 handoff = Handoff()
 sink.on_sync = metrics.sync_seconds.observe
 _sources: list[BatchSource] = []  # the running sources (map, sink), once started
@@ -222,6 +222,7 @@ async def _nothing(assigned: set[Any]) -> None:
 async def _on_assigned(assigned: set[Any]) -> None:
     """Reload positions (another worker may have written) and repair torn tails at once."""
     owned = {tp.partition for tp in assigned if tp.topic == settings.output_topic}
+    handoff.own(owned)
     sink.forget()
 
     def owns(session_id: str) -> bool:

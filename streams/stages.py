@@ -34,42 +34,53 @@ SendAll = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[Sequence[tuple[int
 
 
 class Handoff:
-    """Lines the map stage rendered, offered to the sink stage of the same worker.
+    """Entries the map stage produced, offered to the sink stage of the same worker.
 
     Keyed by the output record's (partition, offset) from the produce acknowledgement, with the
-    record's bytes: the sink takes a line only for a consumed record with the same offset *and*
-    the same bytes, so it skips decoding what this worker just encoded. Anything else (another
-    worker's record, one consumed before its acknowledgement came back, one evicted because
-    this worker's sink does not own its partition) is decoded as usual. Bounded: the oldest
-    lines go first.
+    record's bytes: the sink takes an entry only for a consumed record with the same offset
+    *and* the same bytes, so it skips decoding what this worker just encoded. Only partitions
+    this worker's sink owns are kept (the map and sink groups assign partitions separately);
+    anything else (another worker's record, one consumed before its acknowledgement came back,
+    one evicted) is decoded as usual. Bounded: the oldest entries go first.
     """
 
-    def __init__(self, capacity: int = 20_000) -> None:
+    def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
-        self._lines: dict[tuple[int, int], tuple[bytes, SinkLine]] = {}
+        self.owned: set[int] | None = None  # the sink's output partitions (None: all)
+        self._entries: dict[tuple[int, int], tuple[bytes, dict[str, Any]]] = {}
         self.hits = 0
 
     def __len__(self) -> int:
-        return len(self._lines)
+        return len(self._entries)
+
+    def own(self, partitions: set[int]) -> None:
+        """The sink's new assignment: entries of other partitions will not be taken."""
+        self.owned = set(partitions)
+        for key in [k for k in self._entries if k[0] not in self.owned]:
+            del self._entries[key]
 
     def put(
-        self, placed: Sequence[tuple[int, int]], values: Sequence[bytes], lines: Sequence[SinkLine]
+        self,
+        placed: Sequence[tuple[int, int]],
+        values: Sequence[bytes],
+        entries: Sequence[dict[str, Any]],
     ) -> None:
-        for where, value, line in zip(placed, values, lines, strict=True):
-            if where[1] >= 0:
-                self._lines[where] = (value, line)
-        excess = len(self._lines) - self.capacity
+        owned = self.owned
+        for where, value, entry in zip(placed, values, entries, strict=True):
+            if where[1] >= 0 and (owned is None or where[0] in owned):
+                self._entries[where] = (value, entry)
+        excess = len(self._entries) - self.capacity
         if excess > 0:
-            for key in list(islice(self._lines, excess)):
-                del self._lines[key]
+            for key in list(islice(self._entries, excess)):
+                del self._entries[key]
 
     def take(self, partition: int, offset: int, value: bytes | None) -> SinkLine | None:
         """The line of the record at ``partition``/``offset`` when its bytes are ``value``."""
-        found = self._lines.pop((partition, offset), None)
+        found = self._entries.pop((partition, offset), None)
         if found is None or found[0] != value:
             return None
         self.hits += 1
-        return found[1]
+        return sink_line(found[1])
 
 
 class RawRecord(Protocol):
@@ -181,7 +192,7 @@ class MapStage:
         """Map a batch; returns once every produced record is acknowledged by the broker."""
         pending: list[Awaitable[Any]] = []
         entries: list[tuple[bytes, bytes]] = []
-        lines: list[SinkLine] = []
+        datums: list[dict[str, Any]] = []
         encode = self.decoder.codec.encode
         for r in records:
             where = Coordinates(r.topic, r.partition, r.offset)
@@ -196,14 +207,13 @@ class MapStage:
                     self.stats.dropped[drop_reason(datum["event"])] += 1
                     continue
                 entries.append((datum["session_id"].encode(), encode(self.entry_schema_id, out)))
-                if self.handoff is not None:
-                    lines.append(sink_line(out))
+                datums.append(out)
             except RecordError as exc:
                 pending.append(await _dead_letter(self.dead_letter, self.stats, r, exc))
         placed, *_ = await asyncio.gather(self.emit(entries), *pending)
         self.stats.entries_out += len(entries)
         if self.handoff is not None:
-            self.handoff.put(placed, [value for _, value in entries], lines)
+            self.handoff.put(placed, [value for _, value in entries], datums)
 
 
 #: Called with each session's new position after a batch.

@@ -1,4 +1,4 @@
-"""The map stage hands its rendered lines to the sink stage of the same worker (Handoff).
+"""The map stage hands its entries to the sink stage of the same worker (Handoff).
 
 Real codec, real sample events, real files; the senders are in-memory (the broker's part is
 covered by the integration tests). What a user sees must not change: the same bytes in the
@@ -16,10 +16,11 @@ from typing import Any
 from streams.busjson import BusJson
 from streams.codec import Codec
 from streams.demo import expected_files
+from streams.pipeline import sink_line
 from streams.registry import IdFile
 from streams.sample import bus_events
 from streams.schemas import BUS_EVENT, SchemaStore
-from streams.sink import FILE_NAME, FileSink, SinkLine
+from streams.sink import FILE_NAME, FileSink
 from streams.stages import Decoder, Handoff, MapStage, SinkStage, Stats
 
 STORE = SchemaStore()
@@ -106,7 +107,7 @@ def test_a_record_with_other_bytes_at_a_handed_offset_is_decoded(tmp_path: Path)
     handoff = Handoff()
     topic = _run(tmp_path / "first", handoff, None)  # the lines stay in the handoff
     assert len(handoff) == len(topic.records)
-    stale = SinkLine("intruder", b"not this line\n", "bus-events:0", 0, 0)
+    stale = _entry("intruder")
     handoff.put(
         [(0, r.offset) for r in topic.records],
         [b"other"] * len(topic.records),
@@ -124,16 +125,45 @@ def test_a_record_with_other_bytes_at_a_handed_offset_is_decoded(tmp_path: Path)
     assert not (tmp_path / "second" / "intruder").exists()
 
 
-def test_the_handoff_keeps_only_the_newest_lines_and_ignores_unknown_offsets() -> None:
+def _entry(session_id: str) -> dict[str, Any]:
+    return {
+        "session_id": session_id,
+        "ts": 1_795_556_444_000_000,
+        "kind": "worker_started",
+        "goal_id": None,
+        "intent": None,
+        "summary": "not this line",
+        "confidence": None,
+        "auto_proceed": False,
+        "source_topic": "bus-events",
+        "source_partition": 0,
+        "source_offset": 0,
+    }
+
+
+def test_the_handoff_keeps_only_the_newest_entries_and_ignores_unknown_offsets() -> None:
     handoff = Handoff(capacity=3)
-    line = SinkLine("s", b"x\n", "bus-events:0", 0, 0)
-    handoff.put([(0, 1), (0, 2), (1, -1), (0, 3), (0, 4)], [b"v"] * 5, [line] * 5)
+    entry = _entry("s")
+    handoff.put([(0, 1), (0, 2), (1, -1), (0, 3), (0, 4)], [b"v"] * 5, [entry] * 5)
 
     assert len(handoff) == 3
     assert handoff.take(0, 1, b"v") is None  # evicted: the oldest goes first
-    assert handoff.take(0, 2, b"v") is line
+    assert handoff.take(0, 2, b"v") == sink_line(entry)
     assert handoff.take(1, -1, b"v") is None  # no offset from the broker: never offered
     assert handoff.take(0, 3, b"w") is None  # other bytes
     assert handoff.take(0, 3, b"v") is None  # taken (and dropped) once
-    assert handoff.take(0, 4, b"v") is line
+    assert handoff.take(0, 4, b"v") == sink_line(entry)
     assert handoff.hits == 2
+
+
+def test_the_handoff_keeps_only_the_partitions_this_sink_owns() -> None:
+    handoff = Handoff()
+    entry = _entry("s")
+    handoff.own({0, 2})
+    handoff.put([(0, 1), (1, 1), (2, 1), (3, 1)], [b"v"] * 4, [entry] * 4)
+    assert len(handoff) == 2
+
+    handoff.own({2})  # a rebalance took partition 0 away
+    assert len(handoff) == 1
+    assert handoff.take(0, 1, b"v") is None
+    assert handoff.take(2, 1, b"v") == sink_line(entry)
