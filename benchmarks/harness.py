@@ -48,6 +48,7 @@ from benchmarks import data, pyspy
 from benchmarks.procstat import cpu_seconds, peak_rss_mb
 from streams import settings as settings_module
 from streams.broker import EmbeddedBroker
+from streams.producer import BatchSender
 from streams.sink import FILE_NAME
 from streams.topics import ensure_topics
 
@@ -158,21 +159,17 @@ class Worker:
 
 
 async def _preload(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
-    """Sends every record (keyed), awaits every delivery; returns the seconds it took."""
+    """Sends every record (keyed, in batches per partition: the load generator shares the
+    CPUs with the workers), awaits every delivery; returns the seconds it took."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=5, acks="all", max_batch_size=256 * 1024
     )
     await producer.start()
+    send = BatchSender(lambda: producer, topic)
     started = time.perf_counter()
     try:
-        in_flight = []
-        for key, value in records:
-            in_flight.append(await producer.send(topic, value, key=key))
-            if len(in_flight) >= 20_000:
-                await asyncio.gather(*in_flight)
-                in_flight.clear()
-        await producer.flush()
-        await asyncio.gather(*in_flight)
+        for start in range(0, len(records), 5_000):
+            await send(records[start : start + 5_000])
     finally:
         await producer.stop()
     return time.perf_counter() - started
