@@ -737,6 +737,11 @@ def _variant_rows(t: Table, results: Results, job_rate: float) -> None:
         unsynced_rate = n / results.unsynced["seconds"]
         fsync_cost = 1 - job_rate / unsynced_rate
         t.row("job without fsync (ESCALATIONS_FSYNC=false): events/s", _fmt(unsynced_rate, ",.0f"))
+        unsynced_stop = results.unsynced.get("stop") or {}
+        t.row(
+            "job without fsync: lines per round",
+            _fmt(_ratio(unsynced_stop.get("lines"), unsynced_stop.get("batches")), ".1f"),
+        )
     t.row(
         "fsync cost: 1 - (events/s with fsync / without)",
         "skipped" if fsync_cost is None else _fmt(100 * fsync_cost, ".1f") + " %",
