@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,10 @@ from streams.sample import bus_events
 from streams.schemas import BUS_EVENT, SchemaStore
 from streams.sink import FILE_NAME, FileSink
 from streams.stages import Decoder, Handoff, MapStage, SinkStage, Stats
+from tests.unit.records import Rec
 
 STORE = SchemaStore()
 ENVELOPE_ID, ENTRY_ID = 1, 2
-
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 class Topic:

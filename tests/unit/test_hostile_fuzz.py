@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from streams.sample import bus_events
 from streams.schemas import BUS_EVENT, SchemaStore
 from streams.sink import FILE_NAME, FileSink, SinkLine, session_id_problem
 from streams.stages import Decoder, MapStage, SinkStage, Stats
+from tests.unit.records import Rec
 
 STORE = SchemaStore()
 BY_ID = STORE.by_id()
@@ -139,18 +140,6 @@ HOSTILE_TEXTS = [
     "\u202eright-to-left",
     "x" * 10_000,
 ]
-
-
-@dataclass
-class Rec:
-    """A consumed record as the stages see it (``streams.stages.RawRecord``)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=lambda: [("trace", b"t-1")])
 
 
 class Sent:
