@@ -67,7 +67,6 @@ TARGET_RSS_MB = 250.0
 STOP_LINE = re.compile(
     r"source: group \S+ stopped after (?P<batches>\d+) batches: (?P<summary>.*?)"
     r"durable appends (?P<appends>\d+) in (?P<seconds>[\d.]+)s"
-    r"(?: \(sink writes (?P<wall>[\d.]+)s of wall time\))?"
 )
 
 
@@ -149,8 +148,6 @@ class Worker:
             "events_in": int(events[1]) if events else None,
             "lines": int(lines[1]) if lines else None,
             "appends": int(found["appends"]),
-            # Appends of one batch run in parallel: the sink's wall time is what it costs.
-            "append_seconds": float(found["wall"] or found["seconds"]),
             "text": found[0],
         }
 
@@ -449,7 +446,7 @@ def _wait_until_settled(workers: list[Worker], topics: list[str], timeout: float
 
 
 def _merge_stops(stops: list[dict[str, Any] | None]) -> dict[str, Any] | None:
-    """The workers' SIGTERM counters, summed (the sink's wall time: the longest)."""
+    """The workers' SIGTERM counters, summed."""
     found = [s for s in stops if s]
     if len(found) != len(stops):
         return None
@@ -461,7 +458,6 @@ def _merge_stops(stops: list[dict[str, Any] | None]) -> dict[str, Any] | None:
         "events_each": [s["events_in"] or 0 for s in found],
         "lines": sum(s["lines"] or 0 for s in found),
         "appends": sum(s["appends"] for s in found),
-        "append_seconds": max(s["append_seconds"] for s in found),
         "text": "\n  ".join(s["text"] for s in found),
     }
 

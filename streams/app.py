@@ -317,10 +317,7 @@ async def log_stats() -> None:
 
 
 def _sync_summary() -> str:
-    return (
-        f"durable appends {sink.syncs} in {sink.sync_seconds:.3f}s "
-        f"(sink writes {sink.write_seconds:.3f}s of wall time)"
-    )
+    return f"durable appends {sink.syncs} in {sink.sync_seconds:.3f}s"
 
 
 @app.agent(sink_reports, name="sink-positions-view")

@@ -264,10 +264,9 @@ class FileSink:
         self.corrupt: dict[str, str] = {}  # session -> why its lines are being skipped
         self._lock = threading.Lock()
         self.syncs = 0  # durable appends (write + fsync + position) so far
-        self.sync_seconds = 0.0  # time spent in them
+        self.sync_seconds = 0.0  # wall time of the rounds that appended something
         self.on_sync: Callable[[float], None] | None = None  # each durable append's seconds
         self._executor: ThreadPoolExecutor | None = None
-        self.write_seconds = 0.0  # wall time spent in write()
 
     def check_root(self) -> None:
         """Fail fast, with a clear error, when the state root cannot be written."""
@@ -390,7 +389,6 @@ class FileSink:
                 written[append.session_id] = append.after
                 appended += append.after.entries - append.before.entries
             took = time.perf_counter() - started
-        self.write_seconds += took
         if written:
             self.syncs += len(written)
             self.sync_seconds += took
