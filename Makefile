@@ -25,6 +25,7 @@ lint: $(BIN)/escalations
 	$(BIN)/ruff check streams tests benchmarks
 	$(BIN)/ruff format --check streams tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The speed benchmark (never part of the tests); e.g. make bench BENCH_ARGS=--quick
 bench: $(BIN)/escalations

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streams.busjson import BusJson
-from streams.codec import Codec
-from streams.demo import expected_files
-from streams.jsonl import render
-from streams.mapping import entry_from_event
-from streams.registry import IdFile
-from streams.sample import bus_events
-from streams.schemas import BUS_EVENT, SchemaStore
+from streams.contracts.codec import Codec
+from streams.contracts.registry import IdFile
+from streams.contracts.schemas import BUS_EVENT, SchemaStore
+from streams.core.busjson import BusJson
+from streams.core.jsonl import render
+from streams.core.maplines import expected_files
+from streams.core.mapping import entry_from_event
+from streams.ops.sample import bus_events
 
 #: Every JSONL line starts with this; the ``ts`` string follows up to the next quote.
 TS_PREFIX = b'{"ts":"'
@@ -41,7 +41,7 @@ class Events:
 
 
 def backlog(count: int, sessions: int, seed: int) -> Events:
-    """The sample mix (~40% filtered); expected files from ``streams.demo.expected_files``."""
+    """The sample mix (~40% filtered); expected files from ``streams.core.maplines.expected_files``."""
     store = SchemaStore()
     lines = list(bus_events(count, sessions=sessions, seed=seed))
     codec = Codec(IdFile(store).known())
@@ -50,7 +50,7 @@ def backlog(count: int, sessions: int, seed: int) -> Events:
         (datum["session_id"].encode(), codec.encode(schema_id, datum))
         for datum in BusJson(store.current(BUS_EVENT)).parse_lines(lines)
     ]
-    return Events(records, expected_files(lines, store))
+    return Events(records, expected_files(lines, store.current(BUS_EVENT)))
 
 
 def timed(count: int, sessions: int, seed: int, base_us: int) -> Events:

@@ -11,7 +11,7 @@
 3. **job**: ``python -m streams.cli worker`` (its own topics, app id and state root, web off)
    drains the same preloaded topic; timed from the first JSONL file appearing to every
    session's file being complete (sizes polled every 10 ms, bytes checked at the end against
-   ``streams.demo.expected_files``); its SIGTERM line gives the sink's durable appends;
+   ``streams.core.maplines.expected_files``); its SIGTERM line gives the sink's durable appends;
 4. **latency**: a fresh worker on the caught-up job, a steady offered load (default 5000
    events/s for 10 s, in 10 ms bursts) of events whose ``occurred_at`` is unique, so each
    JSONL line maps back to its send time; the session files are tailed every 5 ms;
@@ -47,10 +47,10 @@ from aiokafka import AIOKafkaProducer
 from benchmarks import data, pyspy
 from benchmarks.procstat import cpu_seconds, peak_rss_mb
 from streams import settings as settings_module
-from streams.broker import EmbeddedBroker
-from streams.producer import BatchSender
-from streams.sink import FILE_NAME
-from streams.topics import ensure_topics
+from streams.ops.broker import EmbeddedBroker
+from streams.runtime.sender import BatchSender
+from streams.runtime.topics import ensure_topics
+from streams.sink.files import FILE_NAME
 
 PROJECT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4

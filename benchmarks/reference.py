@@ -25,11 +25,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from benchmarks.procstat import peak_rss_mb
-from streams.codec import Codec
+from streams.contracts.codec import Codec
+from streams.contracts.registry import IdFile
+from streams.contracts.schemas import ENTRY, SchemaStore
+from streams.core.records import entry_datum
 from streams.errors import Coordinates
-from streams.pipeline import entry_datum
-from streams.registry import IdFile
-from streams.schemas import ENTRY, SchemaStore
 
 
 def _cpu() -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +10,8 @@ from typing import Any, NoReturn
 
 import click
 
-from streams.errors import EscalationsError, InputLineError
+from streams.errors import ConfigError, ContractError, EscalationsError, InputLineError
+from streams.settings import Settings, load
 
 
 @click.group(context_settings={"help_option_names": ["--help"]})
@@ -30,22 +30,31 @@ def fail(exc: BaseException) -> NoReturn:
     sys.exit(1)
 
 
-def _settings() -> Any:
-    from streams import settings
-
+def _settings() -> Settings:
     try:
-        return settings.load()
+        return load()
     except EscalationsError as exc:
         fail(exc)
 
 
+def _bootstrap(settings: Settings) -> str:
+    """The configured brokers; commands other than ``worker`` and ``demo`` need them."""
+    if not settings.bootstrap_servers:
+        fail(
+            ConfigError(
+                "KAFKA_BOOTSTRAP_SERVERS is not set (e.g. KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092)"
+            )
+        )
+    return settings.bootstrap_servers
+
+
 @contextmanager
-def _broker(settings: Any) -> Iterator[str]:
+def _broker(settings: Settings) -> Iterator[str]:
     """The configured brokers, or an embedded one for the duration of the block."""
     if settings.bootstrap_servers:
         yield settings.bootstrap_servers
         return
-    from streams.broker import EmbeddedBroker
+    from streams.ops.broker import EmbeddedBroker
 
     try:
         broker = EmbeddedBroker().start()
@@ -71,12 +80,14 @@ def map_command() -> None:
     every line before it was written. Input is UTF-8 whatever the locale (RFC 8259); a line
     ends at LF only (CRLF works too; U+2028 inside a JSON string does not end a line).
     """
-    from streams.pipeline import map_json_lines
+    from streams.contracts.schemas import BUS_EVENT, SchemaStore
+    from streams.core.maplines import map_json_lines
 
     try:
+        bus_schema = SchemaStore().current(BUS_EVENT)
         # Bytes, not the text layer: its decoding (and error handling) follows the locale.
-        map_json_lines(sys.stdin.buffer, sys.stdout.buffer)
-    except InputLineError as exc:
+        map_json_lines(sys.stdin.buffer, sys.stdout.buffer, bus_schema)
+    except (InputLineError, ContractError) as exc:
         sys.stdout.flush()
         fail(exc)
 
@@ -90,16 +101,14 @@ def produce_command(topic: str | None) -> None:
     KAFKA_BOOTSTRAP_SERVERS. Creates the job's topics when they do not exist.
     """
     settings = _settings()
-    if not settings.bootstrap_servers:
-        fail(EscalationsError("KAFKA_BOOTSTRAP_SERVERS is not set (e.g. 127.0.0.1:9092)"))
-    _produce(settings, settings.bootstrap_servers, sys.stdin, topic or settings.input_topic)
+    _produce(settings, _bootstrap(settings), sys.stdin, topic or settings.input_topic)
 
 
-def _produce(settings: Any, bootstrap: str, lines: Any, topic: str) -> None:
-    from streams.producer import produce_lines
-    from streams.registry import open_ids
-    from streams.schemas import SchemaStore
-    from streams.topics import ensure_topics
+def _produce(settings: Settings, bootstrap: str, lines: Any, topic: str) -> None:
+    from streams.contracts.registry import open_ids
+    from streams.contracts.schemas import SchemaStore
+    from streams.ops.produce import produce_lines
+    from streams.runtime.topics import ensure_topics
 
     tty = sys.stderr.isatty()
     cr = "\r" if tty else ""
@@ -134,15 +143,9 @@ def worker_command(faust_args: tuple[str, ...]) -> None:
     """
     settings = _settings()
     with _broker(settings) as bootstrap:
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-        from streams.topics import ensure_topics
+        from streams.runtime.factory import create_app
 
-        try:
-            asyncio.run(ensure_topics(settings, bootstrap))
-        except EscalationsError as exc:
-            fail(exc)
-        from streams.app import app
-
+        app = create_app(settings.with_bootstrap(bootstrap))
         args = list(faust_args)
         if not any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in args):
             args = ["-l", "info", *args]  # -l warn turns on a spinner that costs ~10%
@@ -164,10 +167,12 @@ def demo_command(count: int | None, timeout: float) -> None:
 
     Exits 0 when every file holds exactly the lines `escalations map` gives for the sample.
     """
-    from streams.demo import run_demo
+    from streams.ops.demo import run_demo
 
+    settings = _settings()
+    root = settings.state_root if settings.state_root_given else None
     try:
-        ok = run_demo(count=count, timeout=timeout, echo=click.echo)
+        ok = run_demo(count=count, timeout=timeout, echo=click.echo, state_root=root)
     except EscalationsError as exc:
         fail(exc)
     sys.exit(0 if ok else 1)
@@ -181,7 +186,7 @@ def schemas_group() -> None:
 @schemas_group.command("check")
 def schemas_check() -> None:
     """Committed ids match the schemas; each is BACKWARD compatible with its last version."""
-    from streams.schemas import CONTRACTS, SchemaStore, check
+    from streams.contracts.schemas import CONTRACTS, SchemaStore, check
 
     try:
         store = SchemaStore()
@@ -200,7 +205,7 @@ def schemas_check() -> None:
 @schemas_group.command("freeze")
 def schemas_freeze() -> None:
     """Give every changed schema a new version and id (refused when not BACKWARD compatible)."""
-    from streams.schemas import CONTRACTS, SchemaStore, freeze
+    from streams.contracts.schemas import CONTRACTS, SchemaStore, freeze
 
     try:
         store = SchemaStore()
@@ -217,12 +222,16 @@ def schemas_freeze() -> None:
 @schemas_group.command("register")
 def schemas_register() -> None:
     """Register the current schemas with SCHEMA_REGISTRY_URL (subjects <topic>-value)."""
-    from streams.registry import HttpRegistry
-    from streams.schemas import BUS_EVENT, ENTRY, SchemaStore
+    from streams.contracts.registry import HttpRegistry
+    from streams.contracts.schemas import BUS_EVENT, ENTRY, SchemaStore
 
     settings = _settings()
     if not settings.schema_registry_url:
-        fail(EscalationsError("SCHEMA_REGISTRY_URL is not set (e.g. http://localhost:8081)"))
+        fail(
+            ConfigError(
+                "SCHEMA_REGISTRY_URL is not set (e.g. SCHEMA_REGISTRY_URL=http://localhost:8081)"
+            )
+        )
     registry = HttpRegistry(settings.schema_registry_url, SchemaStore())
 
     async def run() -> None:
@@ -244,8 +253,8 @@ def sink_group() -> None:
 @sink_group.command("verify")
 def sink_verify() -> None:
     """Check every state directory's file against its recorded position (exit 1 on problems)."""
-    from streams.maintenance import verify_session
-    from streams.sink import FileSink
+    from streams.sink.files import FileSink
+    from streams.sink.verify import verify_session
 
     settings = _settings()
     sink = FileSink(settings.state_root)
@@ -267,10 +276,11 @@ def sink_verify() -> None:
 )
 def sink_rebuild(sessions: tuple[str, ...], all_: bool, idle: float) -> None:
     """Rematerialise session files from the output topic (byte-identical; safe while running)."""
-    from streams.codec import Codec
-    from streams.maintenance import rebuild
-    from streams.registry import IdFile, open_ids
-    from streams.sink import FileSink, session_id_problem
+    from streams.contracts.codec import Codec
+    from streams.contracts.registry import open_ids
+    from streams.core.records import session_id_problem
+    from streams.ops.rebuild import rebuild
+    from streams.sink.files import FileSink
 
     settings = _settings()
     if bool(sessions) == all_:
@@ -278,16 +288,14 @@ def sink_rebuild(sessions: tuple[str, ...], all_: bool, idle: float) -> None:
     for session in sessions:
         if (problem := session_id_problem(session)) is not None:
             fail(EscalationsError(f"--session {session!r}: {problem}"))
-    if not settings.bootstrap_servers:
-        fail(EscalationsError("KAFKA_BOOTSTRAP_SERVERS is not set (e.g. 127.0.0.1:9092)"))
+    bootstrap = _bootstrap(settings)
     ids = open_ids(settings.schema_registry_url)
-    codec = Codec(ids.known() if isinstance(ids, IdFile) else {})
     report = asyncio.run(
         rebuild(
             FileSink(settings.state_root),
-            codec,
+            Codec(ids.known()),
             ids,
-            settings.bootstrap_servers,
+            bootstrap,
             settings.output_topic,
             settings.partitions,
             set(sessions) if sessions else None,
@@ -317,14 +325,12 @@ def dlq_group() -> None:
 @click.option("--idle", type=float, default=3.0, show_default=True, help="Stop after idle s.")
 def dlq_replay(limit: int | None, dry_run: bool, idle: float) -> None:
     """Send dead-lettered records back to the input topic once their cause is fixed."""
-    from streams.dlq import replay
+    from streams.ops.replay import replay
 
     settings = _settings()
-    if not settings.bootstrap_servers:
-        fail(EscalationsError("KAFKA_BOOTSTRAP_SERVERS is not set (e.g. 127.0.0.1:9092)"))
     report = asyncio.run(
         replay(
-            settings.bootstrap_servers,
+            _bootstrap(settings),
             settings.dlq_topic,
             settings.input_topic,
             f"{settings.app_id}-dlq-replay",

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from streams.core.records import DATA_DIR_NAME
 from streams.errors import ConfigError
 
 DEFAULT_INPUT_TOPIC = "bus-events"
@@ -15,6 +16,7 @@ DEFAULT_OUTPUT_TOPIC = "escalations"
 DEFAULT_DLQ_TOPIC = "bus-events.dlq"
 DEFAULT_STATE_ROOT = "./state"
 DEFAULT_APP_ID = "escalation-stream"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 #: The largest record the job reads or writes: fetch size, producer request size, topic limit.
 #: A dead-letter copy is the input plus ~2 KB of headers, so it stays below this too.
 MAX_RECORD_BYTES = 8 * 1024 * 1024
@@ -37,7 +39,14 @@ class Settings:
     app_id: str = DEFAULT_APP_ID
     web_enabled: bool = True
     web_port: int = 6066
-    web_host: str = "127.0.0.1"
+    web_bind: str = "127.0.0.1"  # the address the web server listens on
+    web_host: str = "127.0.0.1"  # the host Faust advertises for this worker's web server
+    #: Faust's data directory (table state, the worker's lock); None: <state root>/.faust
+    data_dir: Path | None = None
+    #: False: never create topics (locked-down clusters); they are checked to exist instead.
+    create_topics: bool = True
+    #: Whether ESCALATIONS_STATE_ROOT was set (the demo uses a temporary root otherwise).
+    state_root_given: bool = False
     session_timeout_s: float = 10.0
     batch_max: int = 1000
     stall_timeout_s: float = 60.0
@@ -47,10 +56,20 @@ class Settings:
 
     @property
     def broker_url(self) -> str:
-        servers = self.bootstrap_servers or "127.0.0.1:9092"
+        servers = self.bootstrap
         return ";".join(f"kafka://{s.strip()}" for s in servers.split(",") if s.strip())
 
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers the clients connect to (127.0.0.1:9092 when unset)."""
+        return self.bootstrap_servers or DEFAULT_BOOTSTRAP
+
+    @property
+    def faust_data_dir(self) -> Path:
+        return self.data_dir if self.data_dir is not None else self.state_root / DATA_DIR_NAME
+
     def with_bootstrap(self, servers: str) -> Settings:
+        """The same settings on other brokers (the embedded one the CLI started)."""
         return replace(self, bootstrap_servers=servers)
 
 
@@ -129,6 +148,15 @@ def _registry(env: Mapping[str, str]) -> str | None:
     return raw.rstrip("/")
 
 
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "")
+    if not raw:
+        return None
+    if "\x00" in raw:
+        raise ConfigError(f"{name} contains a NUL byte (e.g. {name}=/var/lib/escalations/data)")
+    return Path(raw).resolve()
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; a wrong value raises ConfigError naming the variable."""
     env = os.environ if env is None else env
@@ -146,10 +174,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             f"three different topics (got {sorted(topics.values())}; e.g. "
             f"{DEFAULT_INPUT_TOPIC}, {DEFAULT_OUTPUT_TOPIC}, {DEFAULT_DLQ_TOPIC})"
         )
+    web_bind = env.get("ESCALATIONS_WEB_BIND", "") or "127.0.0.1"
     return Settings(
         bootstrap_servers=_bootstrap(env),
         schema_registry_url=_registry(env),
         state_root=state_root.resolve(),
+        state_root_given=bool(env.get("ESCALATIONS_STATE_ROOT")),
         partitions=_int(env, "ESCALATIONS_PARTITIONS", 4, 1, 10_000, "ESCALATIONS_PARTITIONS=8"),
         replication_factor=_int(
             env, "ESCALATIONS_REPLICATION_FACTOR", 1, 1, 100, "ESCALATIONS_REPLICATION_FACTOR=3"
@@ -157,7 +187,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         app_id=_topic(env, "ESCALATIONS_APP_ID", DEFAULT_APP_ID),
         web_enabled=_bool(env, "ESCALATIONS_WEB_ENABLED", True),
         web_port=_int(env, "ESCALATIONS_WEB_PORT", 6066, 0, 65535, "ESCALATIONS_WEB_PORT=6066"),
-        web_host=env.get("ESCALATIONS_WEB_HOST", "127.0.0.1") or "127.0.0.1",
+        web_bind=web_bind,
+        web_host=env.get("ESCALATIONS_WEB_HOST", "") or web_bind,
+        data_dir=_path(env, "ESCALATIONS_DATA_DIR"),
+        create_topics=_bool(env, "ESCALATIONS_CREATE_TOPICS", True),
         session_timeout_s=_float(
             env, "ESCALATIONS_SESSION_TIMEOUT", 10.0, "ESCALATIONS_SESSION_TIMEOUT=10"
         ),

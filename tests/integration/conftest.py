@@ -21,12 +21,13 @@ from typing import Any
 import pytest
 
 from streams import settings as settings_module
-from streams.broker import EmbeddedBroker
-from streams.demo import actual_files, expected_files
-from streams.producer import ProduceReport, produce_lines
-from streams.registry import IdFile
-from streams.schemas import SchemaStore
-from streams.topics import ensure_topics
+from streams.contracts.registry import IdFile
+from streams.contracts.schemas import BUS_EVENT, SchemaStore
+from streams.core.maplines import expected_files
+from streams.ops.broker import EmbeddedBroker
+from streams.ops.demo import actual_files
+from streams.ops.produce import ProduceReport, produce_lines
+from streams.runtime.topics import ensure_topics
 
 
 def _docker_answers() -> bool:
@@ -145,7 +146,7 @@ class Job:
         )
 
     def expected(self, lines: list[str]) -> dict[str, bytes]:
-        return expected_files(lines, self.store)
+        return expected_files(lines, self.store.current(BUS_EVENT))
 
     def files(self, sessions: Any) -> dict[str, bytes]:
         return actual_files(self.root, sorted(sessions))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker
-from streams.maintenance import verify_session
-from streams.sample import bus_events
-from streams.sink import FileSink
+from streams.ops.broker import EmbeddedBroker
+from streams.ops.sample import bus_events
+from streams.sink.files import FileSink
+from streams.sink.verify import verify_session
 
 from .conftest import Job
 

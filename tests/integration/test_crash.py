@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from streams.sample import bus_events
-from streams.sink import FILE_NAME
+from streams.ops.sample import bus_events
+from streams.sink.files import FILE_NAME
 
 from .conftest import Job
 

@@ -9,9 +9,10 @@ import time
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.busjson import BusJson
-from streams.codec import Codec
-from streams.deadletter import (
+from streams.contracts.codec import Codec
+from streams.contracts.schemas import BUS_EVENT
+from streams.core.busjson import BusJson
+from streams.core.deadletter import (
     ERROR_CLASS,
     ERROR_MESSAGE,
     SCHEMA_ID,
@@ -20,8 +21,7 @@ from streams.deadletter import (
     SOURCE_TOPIC,
     header,
 )
-from streams.sample import bus_events
-from streams.schemas import BUS_EVENT
+from streams.ops.sample import bus_events
 
 from .conftest import Job
 

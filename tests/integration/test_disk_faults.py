@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.sample import bus_events
+from streams.ops.sample import bus_events
 
 from .conftest import Job
 

@@ -24,9 +24,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
-from streams.busjson import BusJson
-from streams.codec import Codec
-from streams.deadletter import (
+from streams.contracts.codec import Codec
+from streams.contracts.schemas import BUS_EVENT
+from streams.core.busjson import BusJson
+from streams.core.deadletter import (
     ERROR_CLASS,
     ERROR_MESSAGE,
     SCHEMA_ID,
@@ -36,9 +37,8 @@ from streams.deadletter import (
     header,
 )
 from streams.errors import Coordinates, DecodeError, SinkCorruptionError
-from streams.sample import bus_events
-from streams.schemas import BUS_EVENT
-from streams.sink import POSITION_NAME, read_position
+from streams.ops.sample import bus_events
+from streams.sink.position import POSITION_NAME, read_position
 
 from .conftest import Job, Worker
 

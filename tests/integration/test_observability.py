@@ -11,9 +11,9 @@ import urllib.request
 
 import pytest
 
-from streams.broker import free_port
-from streams.sample import bus_events
-from streams.sink import LOCK_NAME
+from streams.ops.broker import free_port
+from streams.ops.sample import bus_events
+from streams.sink.files import LOCK_NAME
 
 from .conftest import Job
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from streams.deadletter import ERROR_CLASS, header
-from streams.sample import bus_events
+from streams.core.deadletter import ERROR_CLASS, header
+from streams.ops.sample import bus_events
 
 from .conftest import Job
 from .test_dead_letters import _read, _send_raw

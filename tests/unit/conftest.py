@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from streams.busjson import BusJson
-from streams.codec import Codec
+from streams.contracts.codec import Codec
+from streams.contracts.schemas import BUS_EVENT, SchemaStore
+from streams.core.busjson import BusJson
 from streams.errors import Coordinates
-from streams.schemas import BUS_EVENT, SchemaStore
 
 BUS = "escalations.bus."
 CHILD = "escalations.bus.childgoal."

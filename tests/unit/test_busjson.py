@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streams.busjson import BusJson
+from streams.core.busjson import BusJson
 from streams.errors import EscalationsError, InputLineError
 
 BUS = "escalations.bus."

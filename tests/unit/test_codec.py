@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from streams.codec import Codec, schema_id_of
+from streams.contracts.codec import Codec, schema_id_of
+from streams.contracts.schemas import BUS_EVENT, ENTRY, SchemaStore
+from streams.core.mapping import drop_reason, entry_from_event
 from streams.errors import (
     AvroBodyError,
     Coordinates,
@@ -19,8 +21,6 @@ from streams.errors import (
     TrailingBytesError,
     UnknownSchemaIdError,
 )
-from streams.mapping import drop_reason, entry_from_event
-from streams.schemas import BUS_EVENT, ENTRY, SchemaStore
 
 BUS = "escalations.bus."
 CHILD = "escalations.bus.childgoal."

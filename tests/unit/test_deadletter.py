@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.deadletter import (
+from streams.core.deadletter import (
     ERROR_CLASS,
     ERROR_MESSAGE,
     MAX_MESSAGE_BYTES,

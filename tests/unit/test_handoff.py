@@ -12,15 +12,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streams.busjson import BusJson
-from streams.codec import Codec
-from streams.demo import expected_files
-from streams.pipeline import sink_line
-from streams.registry import IdFile
-from streams.sample import bus_events
-from streams.schemas import BUS_EVENT, SchemaStore
-from streams.sink import FILE_NAME, FileSink
-from streams.stages import Decoder, Handoff, MapStage, SinkStage, Stats
+from streams.contracts.codec import Codec
+from streams.contracts.decoder import Decoder
+from streams.contracts.registry import IdFile
+from streams.contracts.schemas import BUS_EVENT, SchemaStore
+from streams.core.busjson import BusJson
+from streams.core.maplines import expected_files
+from streams.core.records import sink_line
+from streams.ops.sample import bus_events
+from streams.runtime.handoff import Handoff
+from streams.runtime.stages import MapStage, SinkStage
+from streams.runtime.stats import Stats
+from streams.sink.files import FILE_NAME, FileSink
 from tests.unit.records import Rec
 
 STORE = SchemaStore()
@@ -56,7 +59,7 @@ def _input(count: int) -> tuple[list[Rec], dict[str, bytes]]:
         Rec("bus-events", 0, offset, d["session_id"].encode(), codec.encode(ENVELOPE_ID, d))
         for offset, d in enumerate(BusJson(STORE.current(BUS_EVENT)).parse_lines(lines))
     ]
-    return records, expected_files(lines, STORE)
+    return records, expected_files(lines, STORE.current(BUS_EVENT))
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.jsonl import TS_MAX_US, TS_MIN_US, render, rfc3339, ts_in_range
-from streams.mapping import EscalationEntry
+from streams.core.jsonl import TS_MAX_US, TS_MIN_US, render, rfc3339, ts_in_range
+from streams.core.mapping import EscalationEntry
 
 TS = 1_795_556_444_474_123  # 2026-11-24T21:40:44.474123Z
 SECONDS = 1_795_556_444  # 2026-11-24T21:40:44Z

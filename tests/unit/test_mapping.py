@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streams.mapping import (
+from streams.core.mapping import (
     FILTERED,
     UNKNOWN_VARIANT,
     EscalationEntry,

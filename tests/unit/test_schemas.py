@@ -12,8 +12,7 @@ import avro.schema
 import fastavro
 import pytest
 
-from streams.errors import ContractError
-from streams.schemas import (
+from streams.contracts.schemas import (
     BUS_EVENT,
     ENTRY,
     SchemaStore,
@@ -24,6 +23,7 @@ from streams.schemas import (
     fingerprint,
     freeze,
 )
+from streams.errors import ContractError
 
 SCHEMAS = default_dir()
 AVSC = sorted(SCHEMAS.glob("*.avsc"))

@@ -18,21 +18,16 @@ from typing import Any
 
 import pytest
 
-from streams import sink as sink_module
+from streams.core.records import MAX_SESSION_ID_BYTES, SinkLine, session_id_problem
 from streams.errors import SinkCorruptionError, SinkError
-from streams.sink import (
-    FILE_NAME,
-    LOCK_NAME,
-    MAX_SESSION_ID_BYTES,
+from streams.sink import position as sink_module
+from streams.sink.files import FILE_NAME, LOCK_NAME, FileSink, WriteResult
+from streams.sink.position import (
     POSITION_NAME,
     SLOT_BYTES,
-    FileSink,
-    SinkLine,
     SinkPosition,
-    WriteResult,
     position_slot,
     read_position,
-    session_id_problem,
 )
 
 SOURCE = "bus-events:0"
@@ -104,6 +99,9 @@ UNSAFE_IDS: list[tuple[str, str]] = [
     ("a\x00b", "U+0000"),
     *[(f"a{chr(c)}b", f"U+{c:04X}") for c in range(0x01, 0x20)],
     ("a\x7fb", "U+007F"),
+    # C1 controls (U+0080..U+009F) are control characters too (issue: they were accepted).
+    *[(f"a{chr(c)}b", f"U+{c:04X}") for c in range(0x80, 0xA0)],
+    (".faust", "reserved"),  # the worker's data directory under the state root
     ("a" * (MAX_SESSION_ID_BYTES + 1), "201 bytes"),
     ("a" * 199 + "é", "201 bytes"),  # 200 characters, the last one crosses 200 bytes
     ("é" * 100 + "a", "201 bytes"),
@@ -413,7 +411,7 @@ def test_file_shorter_than_recorded_raises_corruption_naming_the_file(root: Path
     assert str(path) in result.corrupt["s1"] and "sink rebuild" in result.corrupt["s1"]
     assert path.read_bytes() == short  # nothing was written over the damage
     assert list(result.positions) == ["s2"]
-    assert sink.corrupt == result.corrupt
+    assert sink.corrupt_sessions() == result.corrupt
 
 
 def test_deleted_jsonl_with_a_position_raises_corruption(root: Path) -> None:
@@ -432,8 +430,8 @@ def test_corruption_in_one_directory_is_reported_by_recover(root: Path) -> None:
     data_file(root, "s1").write_bytes(b"")
     sink = FileSink(root)
     assert sink.recover(owns=lambda session_id: True) == 2
-    assert str(data_file(root, "s1")) in sink.corrupt["s1"]
-    assert "s2" not in sink.corrupt
+    assert str(data_file(root, "s1")) in sink.corrupt_sessions()["s1"]
+    assert "s2" not in sink.corrupt_sessions()
 
 
 def test_jsonl_without_a_position_file_is_adopted(root: Path) -> None:
@@ -549,7 +547,7 @@ def test_a_position_too_big_for_a_slot_grows_the_slots(root: Path) -> None:
     assert position.offsets == {source: 1 for source in sources}
 
 
-# -- forget: another worker wrote in between -------------------------------------------------
+# -- recover: another worker wrote in between -------------------------------------------------
 
 
 def test_forget_picks_up_lines_another_worker_wrote(root: Path) -> None:
@@ -559,7 +557,7 @@ def test_forget_picks_up_lines_another_worker_wrote(root: Path) -> None:
     other = FileSink(root)  # the session moved to another worker, which wrote more
     other.write(lines("s1", 2, 3))
 
-    first.forget()  # partitions reassigned back to the first worker
+    first.recover(lambda session: True)  # partitions reassigned back to the first worker
     result = first.write(lines("s1", 2, 3, 4))
 
     assert result.appended == 1
@@ -578,7 +576,7 @@ def test_forget_then_position_reads_the_other_workers_position(root: Path) -> No
     other = FileSink(root)
     other.write(lines("s1", 1, 2))
 
-    first.forget()
+    first.recover(lambda session: True)
 
     assert first.position("s1") == other.position("s1")
     assert first.position("s1").entries == 3

@@ -6,8 +6,8 @@ import json
 import logging
 from typing import Any, Protocol
 
+from streams.contracts.schemas import SchemaStore
 from streams.errors import ContractError, RegistryError
-from streams.schemas import SchemaStore
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,9 @@ class SchemaIds(Protocol):
 
     async def id_for(self, name: str, subject: str) -> int:
         """The id to write the current schema ``name`` with, registering it if needed."""
+
+    def known(self) -> dict[int, dict[str, Any]]:
+        """Writer schemas known without asking anyone (the codec starts with them)."""
 
 
 class IdFile:
@@ -48,6 +51,9 @@ class HttpRegistry:
         self.url = url
         self.store = store
         self._client = AsyncSchemaRegistryClient(url=url)
+
+    def known(self) -> dict[int, dict[str, Any]]:
+        return {}  # every writer schema is fetched by id, then cached by the codec
 
     async def fetch(self, schema_id: int) -> dict[str, Any] | None:
         from schema_registry.client.errors import ClientError

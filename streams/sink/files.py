@@ -14,201 +14,34 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import json
 import logging
 import os
-import struct
 import tempfile
 import threading
 import time
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from streams.core.records import SinkLine, session_id_problem
 from streams.errors import SinkCorruptionError, SinkError
+from streams.sink.position import (
+    POSITION_NAME,
+    SinkPosition,
+    datasync,
+    fsync_dir,
+    read_position,
+    stage_position,
+    write_all,
+    write_position,
+)
 
 log = logging.getLogger(__name__)
 
 FILE_NAME: Final = "pending_escalations.jsonl"
-POSITION_NAME: Final = ".pending_escalations.position"
-MAX_SESSION_ID_BYTES: Final = 200
-
-
-def session_id_problem(session_id: str) -> str | None:
-    """Why ``session_id`` is not a safe single path segment, or None when it is."""
-    if not session_id:
-        return "session id is empty"
-    if session_id in (".", ".."):
-        return f"session id {session_id!r} is a relative path component"
-    size = len(session_id.encode("utf-8", "surrogatepass"))
-    if size > MAX_SESSION_ID_BYTES:
-        return f"session id is {size} bytes (at most {MAX_SESSION_ID_BYTES})"
-    for ch in session_id:
-        if ch in "/\\":
-            return f"session id contains a path separator {ch!r}"
-        if ord(ch) < 0x20 or ord(ch) == 0x7F:
-            return f"session id contains a control character U+{ord(ch):04X}"
-        if 0xD800 <= ord(ch) <= 0xDFFF:
-            return "session id contains a lone surrogate (not UTF-8)"
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class SinkPosition:
-    size: int = 0  # bytes of the file that are known good
-    entries: int = 0  # lines in those bytes
-    offsets: Mapping[str, int] = field(default_factory=dict)  # "topic:partition" -> last offset
-    last_ts_us: int | None = None  # ts of the last entry written
-    #: How many times the position was recorded; picks the newer of the file's two slots.
-    seq: int = field(default=0, compare=False)
-
-    def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "size": self.size,
-                "entries": self.entries,
-                "offsets": dict(self.offsets),
-                "last_ts_us": self.last_ts_us,
-                "seq": self.seq,
-            },
-            sort_keys=True,
-        ).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes, path: Path) -> SinkPosition:
-        try:
-            data = json.loads(raw)
-            position = cls(
-                size=int(data["size"]),
-                entries=int(data["entries"]),
-                offsets={str(k): int(v) for k, v in data["offsets"].items()},
-                last_ts_us=None if data.get("last_ts_us") is None else int(data["last_ts_us"]),
-                seq=int(data.get("seq", 0)),
-            )
-            if position.size < 0 or position.entries < 0:
-                raise ValueError(f"negative size {position.size} or entries {position.entries}")
-            return position
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise SinkCorruptionError(f"{path}: unreadable sink position: {exc}") from exc
-
-
-# -- the position file: two slots, each a page: magic, length, CRC-32, then the JSON ----------
-
-SLOT_BYTES: Final = 4096
-_SLOT_HEAD: Final = struct.Struct(">4sII")
-_SLOT_MAGIC: Final = b"ESP1"
-_datasync = getattr(os, "fdatasync", os.fsync)
-
-
-def position_slot(body: bytes) -> bytes:
-    """One slot's bytes (unpadded) holding ``body``, a position's JSON."""
-    return _SLOT_HEAD.pack(_SLOT_MAGIC, len(body), zlib.crc32(body)) + body
-
-
-def _slot_body(raw: bytes) -> bytes | None:
-    """The JSON of a slot whose checksum holds, or None (never written, or torn)."""
-    if len(raw) < _SLOT_HEAD.size:
-        return None
-    magic, length, crc = _SLOT_HEAD.unpack_from(raw)
-    body = raw[_SLOT_HEAD.size : _SLOT_HEAD.size + length]
-    if magic != _SLOT_MAGIC or len(body) != length or zlib.crc32(body) != crc:
-        return None
-    return body
-
-
-def parse_position(raw: bytes, path: Path) -> SinkPosition:
-    """The newest intact slot of a position file's bytes."""
-    slot = len(raw) // 2
-    if slot < SLOT_BYTES or len(raw) != 2 * slot or slot % SLOT_BYTES:
-        raise SinkCorruptionError(
-            f"{path}: unreadable sink position: {len(raw)} bytes is not two slots of a "
-            f"multiple of {SLOT_BYTES} bytes"
-        )
-    bodies = [b for b in (_slot_body(raw[:slot]), _slot_body(raw[slot:])) if b is not None]
-    if not bodies:
-        raise SinkCorruptionError(f"{path}: unreadable sink position: no intact slot")
-    return max((SinkPosition.from_json(b, path) for b in bodies), key=lambda p: p.seq)
-
-
-def read_position(path: Path) -> SinkPosition | None:
-    """The position recorded in ``path``, None when there is none."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    return parse_position(raw, path)
-
-
-def write_position(directory: Path, position: SinkPosition) -> None:
-    """Record ``position`` durably."""
-    fd = stage_position(directory, position)
-    if fd is not None:
-        try:
-            _datasync(fd)
-        finally:
-            os.close(fd)
-
-
-def stage_position(directory: Path, position: SinkPosition) -> int | None:
-    """Write ``position`` in place, in slot ``seq % 2``, and return the open file to sync.
-
-    Without a position file (or with slots too small for the offsets) a whole new file is
-    written, fsynced and renamed into place instead: then it is durable and None returns.
-    """
-    slot = position_slot(position.to_json())
-    path = directory / POSITION_NAME
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        fd = -1
-    if fd >= 0:
-        try:
-            size = os.fstat(fd).st_size
-            if size >= 2 * len(slot) and size % (2 * SLOT_BYTES) == 0:
-                _write_slot(fd, slot, (position.seq % 2) * (size // 2))
-                fd, staged = -1, fd
-                return staged
-        finally:
-            if fd >= 0:
-                os.close(fd)
-    # First record (or a slot too small for the offsets): a whole new file, renamed in place.
-    slot_size = SLOT_BYTES
-    while slot_size < len(slot):
-        slot_size *= 2
-    slots = [bytes(slot_size), bytes(slot_size)]
-    slots[position.seq % 2] = slot.ljust(slot_size, b"\0")
-    tmp = directory / (POSITION_NAME + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        _write_all(fd, b"".join(slots))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(directory)
-    return None
-
-
-def _write_slot(fd: int, slot: bytes, at: int) -> None:
-    """One write within one page (made durable by the caller's sync)."""
-    written = os.pwrite(fd, slot, at)
-    if written != len(slot):
-        raise OSError(f"short write of a position slot: {written} of {len(slot)} bytes")
-
-
-@dataclass(frozen=True, slots=True)
-class SinkLine:
-    """One rendered entry bound for a session's file, with its source coordinates."""
-
-    session_id: str
-    line: bytes
-    source: str  # "topic:partition" of the bus event
-    offset: int  # the bus event's offset
-    ts_us: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +68,7 @@ def _sync(fd: int | None) -> OSError | None:
     if fd is None:
         return None
     try:
-        _datasync(fd)
+        datasync(fd)
     except OSError as exc:
         return exc
     return None
@@ -261,7 +94,10 @@ class FileSink:
         #: a killed process loses nothing, a power loss or kernel crash can.
         self.fsync = fsync
         self._positions: dict[str, SinkPosition] = {}
-        self.corrupt: dict[str, str] = {}  # session -> why its lines are being skipped
+        self._corrupt: dict[str, str] = {}  # session -> why its lines are being skipped
+        #: Guards the two dicts above for the moments they change or are copied: the event
+        #: loop reads them (views, metrics) while a write round holds ``_lock`` in a thread.
+        self._views = threading.Lock()
         self._lock = threading.Lock()
         self.syncs = 0  # durable appends (write + fsync + position) so far
         self.sync_seconds = 0.0  # wall time of the rounds that appended something
@@ -299,19 +135,18 @@ class FileSink:
             p.name for p in self.root.iterdir() if p.is_dir() and session_id_problem(p.name) is None
         )
 
-    def forget(self) -> None:
-        """Drop what is known of positions: after a rebalance another worker may have written."""
-        with self._lock:
-            self._positions.clear()
-            self.corrupt.clear()
-
     def recover(self, owns: Callable[[str], bool]) -> int:
-        """Recover (truncate torn tails of) every state directory whose session we own.
+        """Forget what is known of positions (after a rebalance another worker may have
+        written), then recover (truncate torn tails of) every state directory we own.
 
-        Called on partition assignment; returns how many directories were checked.
+        Called on partition assignment (in a thread: it does file I/O); returns how many
+        directories were checked.
         """
         checked = 0
         with self._lock:
+            with self._views:
+                self._positions.clear()
+                self._corrupt.clear()
             for name in self.sessions():
                 if owns(name):
                     checked += 1
@@ -319,8 +154,7 @@ class FileSink:
                         with ExitStack() as held:
                             self._stage(held, name, [])
                     except SinkCorruptionError as exc:
-                        log.error("sink: skipping session %s until it is rebuilt: %s", name, exc)
-                        self.corrupt[name] = str(exc)
+                        self._skip(name, exc)
         return checked
 
     def position(self, session_id: str) -> SinkPosition:
@@ -334,8 +168,13 @@ class FileSink:
 
     def known_positions(self) -> dict[str, SinkPosition]:
         """The last position this sink saw per session (for views and metrics)."""
-        with self._lock:
+        with self._views:
             return dict(self._positions)
+
+    def corrupt_sessions(self) -> dict[str, str]:
+        """Sessions whose lines are being skipped until rebuilt, and why (a copy)."""
+        with self._views:
+            return dict(self._corrupt)
 
     def write(self, lines: Iterable[SinkLine]) -> WriteResult:
         """Append each session's new lines, make them durable, then record the positions.
@@ -369,7 +208,7 @@ class FileSink:
                 except OSError as exc:
                     failures.append(exc)
                     continue
-                self.corrupt.pop(session_id, None)
+                self._healthy(session_id)
                 if append is not None:
                     staged.append(append)
             durable = self._sync_all(staged, lambda a: a.data_fd, failures)
@@ -385,7 +224,7 @@ class FileSink:
                 append.position_fd = fd
                 recorded.append(append)
             for append in self._sync_all(recorded, lambda a: a.position_fd, failures):
-                self._positions[append.session_id] = append.after
+                self._seen(append.session_id, append.after)
                 written[append.session_id] = append.after
                 appended += append.after.entries - append.before.entries
             took = time.perf_counter() - started
@@ -399,9 +238,20 @@ class FileSink:
         return WriteResult(written, appended, corrupt)
 
     def _skip(self, session_id: str, exc: SinkCorruptionError) -> None:
-        if self.corrupt.get(session_id) != str(exc):
+        with self._views:
+            known = self._corrupt.get(session_id)
+            self._corrupt[session_id] = str(exc)
+        if known != str(exc):
             log.error("sink: skipping session %s until it is rebuilt: %s", session_id, exc)
-        self.corrupt[session_id] = str(exc)
+
+    def _healthy(self, session_id: str) -> None:
+        if session_id in self._corrupt:
+            with self._views:
+                self._corrupt.pop(session_id, None)
+
+    def _seen(self, session_id: str, position: SinkPosition) -> None:
+        with self._views:
+            self._positions[session_id] = position
 
     def _sync_all(
         self,
@@ -448,16 +298,16 @@ class FileSink:
             tmp = directory / (FILE_NAME + ".rebuild")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                _write_all(fd, payload)
+                write_all(fd, payload)
                 os.fsync(fd)
             finally:
                 os.close(fd)
             # Position first (a bigger size than the old file is never "torn"), then the file.
             write_position(directory, position)
             os.replace(tmp, directory / FILE_NAME)
-            _fsync_dir(directory)
-            self._positions[session_id] = position
-            self.corrupt.pop(session_id, None)
+            fsync_dir(directory)
+            self._seen(session_id, position)
+            self._healthy(session_id)
             return position
 
     # -- internals (called with self._lock held) -------------------------------------------
@@ -469,10 +319,10 @@ class FileSink:
             if not items:
                 return None
             directory.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         held.enter_context(_dir_lock(directory))
         before = self._recover(directory)
-        self._positions[session_id] = before
+        self._seen(session_id, before)
         fresh, after = _fresh(before, items)
         if not fresh:
             return None
@@ -563,19 +413,5 @@ def _dir_lock(directory: Path) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, payload: bytes) -> None:
-    view = memoryview(payload)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)

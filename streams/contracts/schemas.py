@@ -26,11 +26,11 @@ CONTRACTS: Final = (BUS_EVENT, ENTRY)
 
 def default_dir() -> Path:
     """``schemas/`` of a source checkout, else the copy packaged inside ``streams``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "schemas", here / "_schemas"):
+    package = Path(__file__).resolve().parent.parent  # streams/
+    for candidate in (package.parent / "schemas", package / "_schemas"):
         if (candidate / "ids.json").is_file():
             return candidate
-    raise ContractError(f"no schemas/ids.json next to {here} (broken installation?)")
+    raise ContractError(f"no schemas/ids.json next to {package} (broken installation?)")
 
 
 def fingerprint(schema: Any) -> str:

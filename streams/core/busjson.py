@@ -19,8 +19,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
+from streams.core.jsonl import ts_in_range
 from streams.errors import InputLineError
-from streams.jsonl import ts_in_range
 
 U32_MAX: Final = 2**32 - 1
 #: RFC 3339's DIGIT is ASCII only; re.ASCII keeps \d from matching e.g. full-width digits.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.deadletter import ERROR_CLASS, PREFIX, header
+from streams.core.deadletter import ERROR_CLASS, PREFIX, header
 from streams.settings import MAX_REQUEST_BYTES
 
 

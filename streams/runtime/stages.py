@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from itertools import islice
 from typing import Any, Protocol
 
-from streams.codec import Codec, schema_id_of
-from streams.deadletter import Headers, dead_letter_headers
+from streams.contracts.codec import schema_id_of
+from streams.contracts.decoder import Decoder
+from streams.core.deadletter import Headers, dead_letter_headers
+from streams.core.jsonl import ts_in_range
+from streams.core.mapping import drop_reason
+from streams.core.records import SinkLine, entry_datum, session_id_problem, sink_line
 from streams.errors import Coordinates, InvalidRecordError, RecordError, SinkError
-from streams.jsonl import ts_in_range
-from streams.mapping import drop_reason
-from streams.pipeline import entry_datum, sink_line
-from streams.registry import SchemaIds
-from streams.sink import FileSink, SinkLine, SinkPosition, WriteResult, session_id_problem
+from streams.runtime.handoff import Handoff
+from streams.runtime.stats import Stats
+from streams.sink.files import FileSink, WriteResult
+from streams.sink.position import SinkPosition
 
 log = logging.getLogger(__name__)
 
@@ -31,56 +31,6 @@ Send = Callable[[bytes | None, bytes | None, Headers], Awaitable[Awaitable[Any]]
 #: Sends a batch's (key, value) records in order; returns once the broker has them all,
 #: with each record's (partition, offset) on the output topic (offset -1: not known).
 SendAll = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[Sequence[tuple[int, int]]]]
-
-
-class Handoff:
-    """Entries the map stage produced, offered to the sink stage of the same worker.
-
-    Keyed by the output record's (partition, offset) from the produce acknowledgement, with the
-    record's bytes: the sink takes an entry only for a consumed record with the same offset
-    *and* the same bytes, so it skips decoding what this worker just encoded. Only partitions
-    this worker's sink owns are kept (the map and sink groups assign partitions separately);
-    anything else (another worker's record, one consumed before its acknowledgement came back,
-    one evicted) is decoded as usual. Bounded: the oldest entries go first.
-    """
-
-    def __init__(self, capacity: int = 10_000) -> None:
-        self.capacity = capacity
-        self.owned: set[int] | None = None  # the sink's output partitions (None: all)
-        self._entries: dict[tuple[int, int], tuple[bytes, dict[str, Any]]] = {}
-        self.hits = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def own(self, partitions: set[int]) -> None:
-        """The sink's new assignment: entries of other partitions will not be taken."""
-        self.owned = set(partitions)
-        for key in [k for k in self._entries if k[0] not in self.owned]:
-            del self._entries[key]
-
-    def put(
-        self,
-        placed: Sequence[tuple[int, int]],
-        values: Sequence[bytes],
-        entries: Sequence[dict[str, Any]],
-    ) -> None:
-        owned = self.owned
-        for where, value, entry in zip(placed, values, entries, strict=True):
-            if where[1] >= 0 and (owned is None or where[0] in owned):
-                self._entries[where] = (value, entry)
-        excess = len(self._entries) - self.capacity
-        if excess > 0:
-            for key in list(islice(self._entries, excess)):
-                del self._entries[key]
-
-    def take(self, partition: int, offset: int, value: bytes | None) -> SinkLine | None:
-        """The line of the record at ``partition``/``offset`` when its bytes are ``value``."""
-        found = self._entries.pop((partition, offset), None)
-        if found is None or found[0] != value:
-            return None
-        self.hits += 1
-        return sink_line(found[1])
 
 
 class RawRecord(Protocol):
@@ -99,45 +49,6 @@ def _headers(raw: Any) -> Headers:
         return []
     items = raw.items() if hasattr(raw, "items") else raw
     return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
-
-
-@dataclass(slots=True)
-class Stats:
-    """Counters of what the job did; read by the demo, logs and the metrics view."""
-
-    events_in: Counter[str]
-    dropped: Counter[str]
-    dead_lettered: Counter[str]
-    entries_out: int = 0
-    lines_written: int = 0
-    repeats_skipped: int = 0
-
-    @classmethod
-    def empty(cls) -> Stats:
-        return cls(Counter(), Counter(), Counter())
-
-    def summary(self) -> str:
-        return (
-            f"events in {sum(self.events_in.values())}, entries out {self.entries_out}, "
-            f"dropped {dict(self.dropped)}, dead-lettered {dict(self.dead_lettered)}, "
-            f"lines written {self.lines_written}, repeats skipped {self.repeats_skipped}"
-        )
-
-
-class Decoder:
-    """Wire-format decoding with writer schemas fetched by id (cached in the codec)."""
-
-    def __init__(self, codec: Codec, ids: SchemaIds) -> None:
-        self.codec = codec
-        self.ids = ids
-
-    async def decode(self, value: bytes | None, where: Coordinates) -> dict[str, Any]:
-        schema_id = schema_id_of(value)
-        if schema_id is not None and not self.codec.knows(schema_id):
-            schema = await self.ids.fetch(schema_id)
-            if schema is not None:
-                self.codec.add(schema_id, schema)
-        return self.codec.decode(value, where)[1]
 
 
 def _require(

@@ -14,28 +14,17 @@ from importlib import resources
 from pathlib import Path
 
 from streams import settings as settings_module
-from streams.broker import EmbeddedBroker
-from streams.busjson import BusJson
-from streams.jsonl import render
-from streams.mapping import entry_from_event
-from streams.producer import produce_lines
-from streams.registry import IdFile
-from streams.sample import bus_events
-from streams.schemas import BUS_EVENT, SchemaStore
-from streams.sink import FILE_NAME
-from streams.topics import ensure_topics
+from streams.contracts.registry import IdFile
+from streams.contracts.schemas import BUS_EVENT, SchemaStore
+from streams.core.maplines import expected_files
+from streams.core.records import DATA_DIR_NAME
+from streams.ops.broker import EmbeddedBroker
+from streams.ops.produce import produce_lines
+from streams.ops.sample import bus_events
+from streams.runtime.topics import ensure_topics
+from streams.sink.files import FILE_NAME
 
 Echo = Callable[..., None]
-
-
-def expected_files(lines: list[str], store: SchemaStore) -> dict[str, bytes]:
-    """Per session, the bytes `escalations map` gives for its events (the job's contract)."""
-    out: dict[str, list[bytes]] = {}
-    for datum in BusJson(store.current(BUS_EVENT)).parse_lines(iter(lines)):
-        entry = entry_from_event(datum["event"], ts_us=datum["occurred_at"])
-        if entry is not None:
-            out.setdefault(datum["session_id"], []).append(render(entry))
-    return {session: b"".join(chunks) for session, chunks in out.items()}
 
 
 def actual_files(root: Path, sessions: list[str]) -> dict[str, bytes]:
@@ -47,17 +36,29 @@ def actual_files(root: Path, sessions: list[str]) -> dict[str, bytes]:
     return found
 
 
-def run_demo(*, count: int | None, timeout: float, echo: Echo) -> bool:
+def _state_root(configured: Path | None) -> Path:
+    """ESCALATIONS_STATE_ROOT when it is set, else a new temporary directory."""
+    if configured is not None:
+        configured.mkdir(parents=True, exist_ok=True)
+        return configured.resolve()
+    return Path(tempfile.mkdtemp(prefix="escalations-demo-"))
+
+
+def run_demo(
+    *, count: int | None, timeout: float, echo: Echo, state_root: Path | None = None
+) -> bool:
     if count is None:
         sample = resources.files("streams").joinpath("samples", "bus_events.jsonl")
         lines = [x for x in sample.read_text(encoding="utf-8").split("\n") if x.strip()]
     else:
         lines = list(bus_events(count))
     store = SchemaStore()
-    expected = expected_files(lines, store)
-    root = Path(tempfile.mkdtemp(prefix="escalations-demo-"))
+    expected = expected_files(lines, store.current(BUS_EVENT))
+    root = _state_root(state_root)
+    logs = root / DATA_DIR_NAME
+    logs.mkdir(parents=True, exist_ok=True)
     echo(f"demo: {len(lines)} bus events for {len(expected)} sessions; state root {root}")
-    with EmbeddedBroker(log_file=root / "broker.log") as broker:
+    with EmbeddedBroker(log_file=logs / "broker.log") as broker:
         echo(f"demo: embedded broker (Tansu) on {broker.bootstrap}")
         env = {
             **os.environ,
@@ -68,11 +69,12 @@ def run_demo(*, count: int | None, timeout: float, echo: Echo) -> bool:
         }
         settings = settings_module.load(env)
         asyncio.run(ensure_topics(settings, broker.bootstrap))
-        log_path = root / "worker.log"
+        log_path = logs / "worker.log"
         with open(log_path, "wb") as log:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"],
                 env=env,
+                cwd=root,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -8,9 +8,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from streams.sink import FileSink
-from streams.source import BatchSource
-from streams.stages import Stats
+from streams.runtime.source import BatchSource
+from streams.runtime.stats import Stats
+from streams.sink.files import FileSink
 
 CONTENT_TYPE = "text/plain; version=0.0.4"
 
@@ -69,7 +69,7 @@ class _Live:
         corrupt = GaugeMetricFamily(
             "escalations_corrupt_sessions", "State directories skipped until rebuilt."
         )
-        corrupt.add_metric([], len(self.sink.corrupt))
+        corrupt.add_metric([], len(self.sink.corrupt_sessions()))
         yield corrupt
         sources = self.sources()
         lag = GaugeMetricFamily(

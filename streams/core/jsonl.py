@@ -13,7 +13,7 @@ import time
 from json.encoder import encode_basestring
 from typing import Final
 
-from streams.mapping import EscalationEntry
+from streams.core.mapping import EscalationEntry
 
 #: The instants chrono and this module render as a four-digit year (0001..9999), in µs.
 TS_MIN_US: Final = -62135596800 * 1_000_000

@@ -8,9 +8,11 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from streams.metrics import CONTENT_TYPE, Metrics
-from streams.sink import FileSink, SinkPosition, session_id_problem
-from streams.source import BatchSource
+from streams.core.records import session_id_problem
+from streams.runtime.metrics import CONTENT_TYPE, Metrics
+from streams.runtime.source import BatchSource
+from streams.sink.files import FileSink
+from streams.sink.position import SinkPosition
 
 PositionView = Callable[[SinkPosition], dict[str, Any]]
 
@@ -34,7 +36,7 @@ def install(
         body = {
             "status": "ok" if reason is None else "stalled",
             "reason": reason,
-            "corrupt_sessions": dict(sink.corrupt),
+            "corrupt_sessions": sink.corrupt_sessions(),
         }
         return self.json(body, status=200 if reason is None else 503)
 
@@ -54,7 +56,7 @@ def install(
         merged: dict[str, Any] = {str(k): v for k, v in table.items() if v is not None}
         for session, position in sink.known_positions().items():
             merged[session] = view(position)
-        for session, reason in sink.corrupt.items():
+        for session, reason in sink.corrupt_sessions().items():
             merged.setdefault(session, {})["corrupt"] = reason
         return dict(sorted(merged.items()))
 

@@ -1,0 +1,343 @@
+"""The composition root: ``create_app(settings)`` builds the Faust app and wires the job.
+
+Nothing happens at import. ``create_app`` builds one :class:`Runtime` (the stats, codec,
+decoder, file sink, handoff, batched sources and handlers that were module globals once)
+and registers on the app the startup task, the timers, the position-view agent, the table
+and the web views. ``streams/app.py`` is ``app = create_app(load())``, the target of
+``faust -A streams.app``; the CLI builds the app with the settings it has.
+
+The hot path is two batched sources (Faust services with their own consumer groups): the
+map source reads bus events, maps, produces entries and dead letters; the sink source reads
+entries and writes the files, and commits only after that. The file sink reports positions
+on a small internal topic, and an ordinary Faust agent turns them into the
+``sink-positions`` table (a view).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
+
+import faust
+from aiokafka import AIOKafkaProducer
+
+from streams.contracts.codec import Codec
+from streams.contracts.decoder import Decoder
+from streams.contracts.registry import SchemaIds, open_ids
+from streams.contracts.schemas import ENTRY, SchemaStore
+from streams.core.deadletter import Headers
+from streams.errors import ConfigError, EscalationsError
+from streams.runtime import web
+from streams.runtime.handoff import Handoff
+from streams.runtime.metrics import Metrics
+from streams.runtime.partitioner import partition_for
+from streams.runtime.reports import REPORT_INTERVAL_S, PositionReports, position_view
+from streams.runtime.sender import BatchSender
+from streams.runtime.source import Batch, BatchSource
+from streams.runtime.stages import MapStage, SinkStage
+from streams.runtime.stats import Stats
+from streams.runtime.topics import ensure_topics
+from streams.settings import MAX_REQUEST_BYTES, Settings
+from streams.sink.files import FileSink
+
+__all__ = ["EXIT_FATAL", "Runtime", "build", "create_app", "faust_app"]
+
+log = logging.getLogger(__name__)
+
+#: The worker's exit status when it stops on purpose without committing (EX_SOFTWARE).
+EXIT_FATAL = 70
+
+Fatal = Callable[[BaseException], NoReturn]
+
+
+def exit_now(exc: BaseException) -> NoReturn:
+    """Stop at once without committing: what was not written is consumed again on restart."""
+    log.critical("escalations: stopping: %s", exc, exc_info=not isinstance(exc, EscalationsError))
+    print(f"escalations: fatal: {exc}", file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(EXIT_FATAL)
+
+
+def faust_app(settings: Settings) -> faust.App:
+    """The Faust app with the job's settings (raw bytes everywhere: we decode ourselves)."""
+    data_dir = settings.faust_data_dir
+    try:  # Faust creates the data directory itself, but not its parents
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        variable = "ESCALATIONS_DATA_DIR" if settings.data_dir else "ESCALATIONS_STATE_ROOT"
+        raise ConfigError(
+            f"{variable}: cannot create {data_dir.parent} for Faust's data directory: {exc} "
+            f"(e.g. {variable}=/var/lib/escalations)"
+        ) from exc
+    return faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        autodiscover=False,
+        datadir=str(data_dir),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=settings.create_topics,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        producer_linger=0.005,
+        # The table is a view of snapshots; the embedded broker reports end offsets short,
+        # which makes Faust's recovery check crash a worker that takes over a changelog.
+        recovery_consistency_check=False,
+        producer_max_request_size=MAX_REQUEST_BYTES,
+        web_enabled=settings.web_enabled,
+        web_bind=settings.web_bind,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+    )
+
+
+class Runtime:
+    """Everything one worker holds: built by ``create_app``, driven by Faust."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        app: faust.App,
+        *,
+        store: SchemaStore | None = None,
+        ids: SchemaIds | None = None,
+        sink: FileSink | None = None,
+        fatal: Fatal = exit_now,
+    ) -> None:
+        self.settings = settings
+        self.app = app
+        self.store = store or SchemaStore()
+        self.ids = ids or open_ids(settings.schema_registry_url, self.store)
+        self.codec = Codec(self.ids.known())
+        self.decoder = Decoder(self.codec, self.ids)
+        self.sink = sink or FileSink(settings.state_root, fsync=settings.fsync)
+        self.stats = Stats.empty()
+        self.metrics = Metrics()
+        self.handoff = Handoff()
+        self.fatal = fatal
+        self.sources: list[BatchSource] = []
+        self.sink.on_sync = self.metrics.sync_seconds.observe
+        self.reports_topic = app.topic(
+            f"{settings.app_id}-sink-reports",
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            replicas=settings.replication_factor,
+            internal=True,  # created by the app with the configured partitions
+        )
+        #: The queryable view of the sink: state directory -> entries, bytes, offsets, ts.
+        self.table = app.Table(
+            "sink-positions",
+            default=None,
+            partitions=settings.partitions,
+            schema=faust.Schema(key_serializer="json", value_serializer="json"),
+            help="Per state directory: entries, bytes, last source offsets and last entry time.",
+        )
+        self.reports = PositionReports(self._reporter())
+
+    # -- what Faust calls ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the state root, topics and schema ids, then start the batched sources."""
+        settings = self.settings
+        try:
+            self.sink.check_root()
+            await ensure_topics(settings, settings.bootstrap)
+            entry_id = await self.ids.id_for(ENTRY, f"{settings.output_topic}-value")
+            if not self.codec.knows(entry_id):
+                self.codec.add(entry_id, self.store.current(ENTRY))
+        except EscalationsError as exc:
+            self.fatal(exc)
+        common: dict[str, Any] = {
+            "bootstrap": settings.bootstrap,
+            "batch_max": settings.batch_max,
+            "fetch_wait_ms": settings.fetch_wait_ms,
+            "session_timeout_s": settings.session_timeout_s,
+            "loop": self.app.loop,
+            "beacon": self.app.beacon,
+        }
+        # Two consumer groups, so mapping and file writing overlap instead of taking turns.
+        map_stage = MapStage(
+            self.decoder,
+            entry_id,
+            BatchSender(self._producer, settings.output_topic),
+            self._sender(settings.dlq_topic),
+            self.stats,
+            self.handoff,
+        )
+        sink_stage = SinkStage(
+            self.decoder,
+            self.sink,
+            self._sender(settings.dlq_topic),
+            self.stats,
+            self.reports.written,
+            handoff=self.handoff,
+        )
+        self.sources = [
+            BatchSource(
+                group_id=f"{settings.app_id}-map",
+                topics=[settings.input_topic],
+                handle=self._handler("map", map_stage.process),
+                on_assigned=_nothing,
+                summary=self.stats.summary,
+                **common,
+            ),
+            BatchSource(
+                group_id=f"{settings.app_id}-sink",
+                topics=[settings.output_topic],
+                handle=self._handler("sink", sink_stage.process, self.reports.send_if_due),
+                on_assigned=self.on_sink_assigned,
+                summary=lambda: f"{self.stats.summary()}; {self.sync_summary()}",
+                **common,
+            ),
+        ]
+        for source in self.sources:
+            await self.app.add_runtime_dependency(source)
+        log.info(
+            "escalations: %s -> %s -> %s (dead letters: %s), %d partitions",
+            settings.input_topic,
+            settings.output_topic,
+            settings.state_root,
+            settings.dlq_topic,
+            settings.partitions,
+        )
+
+    async def on_sink_assigned(self, assigned: set[Any]) -> None:
+        """Reload positions (another worker may have written) and repair torn tails at once."""
+        owned = {tp.partition for tp in assigned if tp.topic == self.settings.output_topic}
+        self.handoff.own(owned)
+        partitions = self.settings.partitions
+
+        def owns(session_id: str) -> bool:
+            return partition_for(session_id.encode(), partitions) in owned
+
+        try:
+            checked = await asyncio.to_thread(self.sink.recover, owns)
+        except EscalationsError as exc:
+            self.fatal(exc)
+        log.info("sink: recovered %d state directories of partitions %s", checked, sorted(owned))
+
+    async def report_positions(self) -> None:
+        """The timer: reports positions written by the last batches before a quiet spell."""
+        await self.guarded(self.reports.send_if_due())
+
+    async def log_stats(self) -> None:
+        log.info("stats: %s; %s", self.stats.summary(), self.sync_summary())
+        reason = self.unhealthy()
+        if reason is not None:
+            log.error("watchdog: %s", reason)
+
+    async def view_positions(self, stream: faust.StreamT[bytes]) -> None:
+        """The agent: keeps the table at the latest reported position per state directory."""
+        async for event in stream.events():
+            key = event.message.key
+            if key is not None and event.message.value is not None:
+                self.table[key.decode()] = json.loads(event.message.value)
+
+    # -- health ----------------------------------------------------------------------------
+
+    def unhealthy(self) -> str | None:
+        """The watchdog: why the worker is stuck, or None."""
+        for source in self.sources:
+            reason = source.stalled(self.settings.stall_timeout_s)
+            if reason is not None:
+                return f"{source.group_id}: {reason}"
+        return None
+
+    def current_sources(self) -> list[BatchSource]:
+        return list(self.sources)
+
+    def sync_summary(self) -> str:
+        return (
+            f"durable appends {self.sink.syncs} in {self.sink.sync_seconds:.3f}s; "
+            f"lines handed over {self.handoff.hits}"
+        )
+
+    # -- wiring helpers --------------------------------------------------------------------
+
+    async def guarded(self, work: Awaitable[Any]) -> None:
+        """Runs ``work``; anything it raises is a sink fault or our own bug: stop at once."""
+        try:
+            await work
+        except Exception as exc:  # bad input never gets here
+            self.fatal(exc)
+
+    def _handler(
+        self,
+        stage: str,
+        process: Callable[[list[Any]], Awaitable[None]],
+        after: Callable[[], Awaitable[Any]] | None = None,
+    ) -> Callable[[Batch], Awaitable[None]]:
+        histogram = self.metrics.batch_size.labels(stage)
+
+        async def handle(batch: Batch) -> None:
+            records = [r for records in batch.values() for r in records]
+            histogram.observe(len(records))
+            await self.guarded(process(records))
+            if after is not None:
+                await self.guarded(after())
+
+        return handle
+
+    def _sender(self, topic: str) -> Callable[..., Awaitable[Any]]:
+        """Sends through Faust's producer directly: Topic.send's per-record machinery costs."""
+
+        async def send(key: bytes | None, value: bytes | None, headers: Headers) -> Any:
+            return await self.app.producer.send(topic, key, value, None, None, headers)
+
+        return send
+
+    def _reporter(self) -> Callable[[bytes, bytes], Awaitable[Any]]:
+        name = self.reports_topic.get_topic_name()
+
+        async def send(key: bytes, value: bytes) -> Any:
+            return await self.app.producer.send(name, key, value, None, None, [])
+
+        return send
+
+    def _producer(self) -> AIOKafkaProducer:
+        """The aiokafka producer inside Faust's (started with the app, stopped after our
+        sources): the one place that reaches into Faust's driver, whose accessor is private."""
+        driver: Any = self.app.producer
+        producer: AIOKafkaProducer = driver._ensure_producer()
+        return producer
+
+
+async def _nothing(assigned: set[Any]) -> None:
+    return None
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The Faust app of the job, wired."""
+    return build(settings).app
+
+
+def build(settings: Settings, **parts: Any) -> Runtime:
+    """The app and its runtime, wired; ``parts`` replace the runtime's own (tests)."""
+    app = faust_app(settings)
+    rt = Runtime(settings, app, **parts)
+    app.task(rt.start)
+    app.timer(REPORT_INTERVAL_S, name="escalations.report_positions")(rt.report_positions)
+    app.timer(30.0, name="escalations.log_stats")(rt.log_stats)
+    app.agent(rt.reports_topic, name="sink-positions-view")(rt.view_positions)
+    rt.metrics.watch(rt.stats, rt.sink, rt.current_sources, rt.unhealthy)
+    web.install(
+        app,
+        sink=rt.sink,
+        table=rt.table,
+        metrics=rt.metrics,
+        sources=rt.current_sources,
+        unhealthy=rt.unhealthy,
+        view=position_view,
+    )
+    return rt

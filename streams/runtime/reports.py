@@ -1,0 +1,78 @@
+"""The sink's position reports: the ``sink-positions`` table is a view fed by them.
+
+The file sink is the source of truth (positions beside the files). After a batch it tells the
+runtime each written state directory's new position; at most once per ``interval_s`` the latest
+position of every such directory is sent as one small JSON record to the reports topic, and an
+ordinary Faust agent turns those records into the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from streams.core.jsonl import rfc3339
+from streams.sink.position import SinkPosition
+
+__all__ = ["REPORT_INTERVAL_S", "PositionReports", "position_view"]
+
+#: At most one position report per state directory this often (the table is a view).
+REPORT_INTERVAL_S = 1.0
+
+Send = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]
+
+
+def position_view(position: SinkPosition) -> dict[str, Any]:
+    """What the table and ``/escalations/sessions/`` show of a state directory."""
+    last = position.last_ts_us
+    if last is None:
+        last_ts = None
+    else:
+        seconds, micros = divmod(last, 1_000_000)
+        last_ts = rfc3339(seconds, micros * 1000)
+    return {
+        "entries": position.entries,
+        "bytes": position.size,
+        "last_offsets": dict(position.offsets),
+        "last_entry_ts": last_ts,
+    }
+
+
+class PositionReports:
+    """Collects written positions; sends the latest per directory, throttled."""
+
+    def __init__(
+        self,
+        send: Send,
+        interval_s: float = REPORT_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.send = send
+        self.interval_s = interval_s
+        self.clock = clock
+        self.pending: dict[str, SinkPosition] = {}
+        self.sent_at = clock()
+
+    def written(self, session_id: str, position: SinkPosition) -> None:
+        self.pending[session_id] = position
+
+    def due(self) -> bool:
+        return bool(self.pending) and self.clock() - self.sent_at >= self.interval_s
+
+    async def send_if_due(self) -> int:
+        """Sends the pending reports when the interval has passed; returns how many."""
+        return await self.flush() if self.due() else 0
+
+    async def flush(self) -> int:
+        """Sends every pending report (one record per directory) and waits for the broker."""
+        reports, self.pending = self.pending, {}
+        self.sent_at = self.clock()
+        sent = [
+            await self.send(session_id.encode(), json.dumps(position_view(p)).encode())
+            for session_id, p in reports.items()
+        ]
+        await asyncio.gather(*sent)
+        return len(sent)
