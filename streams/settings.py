@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from streams.core.records import DATA_DIR_NAME
@@ -47,12 +48,17 @@ class Settings:
     create_topics: bool = True
     #: Whether ESCALATIONS_STATE_ROOT was set (the demo uses a temporary root otherwise).
     state_root_given: bool = False
+    #: Problems that do not stop the job (unknown ESCALATIONS_* variables); logged at start.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
     session_timeout_s: float = 10.0
     batch_max: int = 1000
     stall_timeout_s: float = 60.0
     fetch_wait_ms: int = 50
     #: False skips the sink's fsyncs: safe against process crashes, not against power loss.
     fsync: bool = True
+    #: SIGTERM: the batch in hand is finished (or abandoned, uncommitted) and the worker
+    #: exits within this many seconds, broker or no broker.
+    drain_timeout_s: float = 10.0
 
     @property
     def broker_url(self) -> str:
@@ -157,9 +163,48 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(raw).resolve()
 
 
+class _Tracked(Mapping[str, str]):
+    """The environment, remembering which variables were looked up."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.read: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.read.add(name)
+        return self.env[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.env)
+
+    def __len__(self) -> int:
+        return len(self.env)
+
+
+def unknown_variables(env: Mapping[str, str], known: Iterable[str]) -> list[str]:
+    """A warning for every ``ESCALATIONS_*`` variable no setting reads, with the closest name."""
+    prefix = "ESCALATIONS_"
+    known = sorted(known)
+    suffixes = [n.removeprefix(prefix) for n in known if n.startswith(prefix)]
+    warnings = []
+    for name in sorted(n for n in env if n.startswith(prefix) and n not in known):
+        close = difflib.get_close_matches(name.removeprefix(prefix), suffixes, n=1, cutoff=0.6)
+        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+        warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every setting; a wrong value raises ConfigError naming the variable."""
-    env = os.environ if env is None else env
+    """Read and validate every setting; a wrong value raises ConfigError naming the variable.
+
+    Unknown ``ESCALATIONS_*`` variables (a misspelt name) are reported in ``warnings``.
+    """
+    tracked = _Tracked(os.environ if env is None else env)
+    settings = _load(tracked)
+    return replace(settings, warnings=tuple(unknown_variables(tracked.env, tracked.read)))
+
+
+def _load(env: Mapping[str, str]) -> Settings:
     state_root = Path(env.get("ESCALATIONS_STATE_ROOT", "") or DEFAULT_STATE_ROOT)
     if "\x00" in str(state_root):
         raise ConfigError("ESCALATIONS_STATE_ROOT contains a NUL byte (e.g. /var/lib/escalations)")
@@ -204,5 +249,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             env, "ESCALATIONS_FETCH_WAIT_MS", 50, 1, 10_000, "ESCALATIONS_FETCH_WAIT_MS=50"
         ),
         fsync=_bool(env, "ESCALATIONS_FSYNC", True),
-        **topics,
+        drain_timeout_s=_float(
+            env, "ESCALATIONS_DRAIN_TIMEOUT", 10.0, "ESCALATIONS_DRAIN_TIMEOUT=10"
+        ),
+        input_topic=topics["input_topic"],
+        output_topic=topics["output_topic"],
+        dlq_topic=topics["dlq_topic"],
     )

@@ -50,8 +50,16 @@ def _binary() -> str:
 class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1; a context manager that stops it by PID."""
 
-    def __init__(self, port: int | None = None, log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        log_file: Path | None = None,
+        *,
+        advertised_port: int | None = None,
+    ) -> None:
         self.port = port or free_port()
+        #: The port clients are told to use (a TLS or SASL front, a relay): this one's by default.
+        self.advertised_port = advertised_port or self.port
         self.log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -77,7 +85,7 @@ class EmbeddedBroker:
                     "--listener-url",
                     url,
                     "--advertised-listener-url",
-                    url,
+                    f"tcp://127.0.0.1:{self.advertised_port}",
                     "--storage-engine",
                     "memory://tansu/",
                 ],

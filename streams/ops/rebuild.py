@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +25,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RebuildReport:
-    positions: dict[str, SinkPosition]
+    positions: dict[str, SinkPosition]  # the sessions rebuilt
     records: int
     undecodable: int
+    #: Sessions not rebuilt: a worker kept moving past what was read (retry later).
+    gave_up: list[str] = dataclasses.field(default_factory=list)
 
 
 async def rebuild(
@@ -85,7 +88,8 @@ async def rebuild(
                 break
     finally:
         await consumer.stop()
-    return RebuildReport(done, records, undecodable)
+    wanted_sessions = set(lines) if sessions is None else set(sessions)
+    return RebuildReport(done, records, undecodable, sorted(wanted_sessions - set(done)))
 
 
 async def _line(codec: Codec, ids: SchemaIds, r: Any) -> SinkLine | None:

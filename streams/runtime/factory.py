@@ -19,7 +19,9 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -34,6 +36,7 @@ from streams.core.deadletter import Headers
 from streams.errors import ConfigError, EscalationsError
 from streams.runtime import web
 from streams.runtime.handoff import Handoff
+from streams.runtime.logs import collapse_repeats
 from streams.runtime.metrics import Metrics
 from streams.runtime.partitioner import partition_for
 from streams.runtime.reports import REPORT_INTERVAL_S, PositionReports, position_view
@@ -51,6 +54,79 @@ log = logging.getLogger(__name__)
 
 #: The worker's exit status when it stops on purpose without committing (EX_SOFTWARE).
 EXIT_FATAL = 70
+#: The exit status when a stop outlived the drain bound and was cut short (EX_TEMPFAIL):
+#: the batch in hand was abandoned uncommitted, so it is consumed again on restart.
+EXIT_DRAIN_CUT = 75
+#: The exit status of a configuration the worker cannot start with (EX_CONFIG).
+EXIT_CONFIG = 78
+
+
+class EscalationsApp(faust.App):
+    """Faust's app, with a bound on how long a stop may take (a broker that is gone can
+    keep Faust's consumer and producer waiting forever)."""
+
+    drain_timeout_s: float = 10.0
+    _drain_timer: threading.Timer | None = None
+    #: Checks run before Faust creates its directories (the Runtime's ``prepare``).
+    prepare: Callable[[], None] | None = None
+
+    async def on_first_start(self) -> None:
+        if self.prepare is not None:
+            self.prepare()
+        if self.conf.web_enabled:
+            problem = web_port_problem(self.conf.web_bind, int(self.conf.web_port))
+            if problem is not None:
+                _exit_config(problem)
+        await super().on_first_start()
+
+    async def on_stop(self) -> None:
+        if self._drain_timer is None:
+            # A thread, not a task: the event loop itself may be what is stuck.
+            self._drain_timer = threading.Timer(self.drain_timeout_s, _drain_cut, [self])
+            self._drain_timer.daemon = True
+            self._drain_timer.start()
+        await super().on_stop()
+
+
+def web_port_problem(host: str, port: int) -> str | None:
+    """Why the web server cannot listen on ``host:port`` (taken, say), or None."""
+    if port == 0:
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return (
+                f"the web server cannot listen on {host}:{port}: {exc.strerror}. Each worker on "
+                "a host needs its own port: set ESCALATIONS_WEB_PORT (e.g. "
+                "ESCALATIONS_WEB_PORT=6067), or ESCALATIONS_WEB_ENABLED=false to run without it"
+            )
+    return None
+
+
+def _exit_config(message: str) -> NoReturn:
+    log.critical("escalations: %s", message)
+    print(f"escalations: error: {message}", file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(EXIT_CONFIG)
+
+
+def _drain_cut(app: EscalationsApp) -> None:
+    log.error(
+        "escalations: still stopping after %.0fs (ESCALATIONS_DRAIN_TIMEOUT): exiting without "
+        "committing the batch in hand; it is consumed again on restart",
+        app.drain_timeout_s,
+    )
+    print(
+        f"escalations: stop cut short after {app.drain_timeout_s:.0f}s (ESCALATIONS_DRAIN_TIMEOUT)",
+        file=sys.stderr,
+        flush=True,
+    )
+    logging.shutdown()
+    os._exit(EXIT_DRAIN_CUT)
+
 
 Fatal = Callable[[BaseException], NoReturn]
 
@@ -63,18 +139,10 @@ def exit_now(exc: BaseException) -> NoReturn:
     os._exit(EXIT_FATAL)
 
 
-def faust_app(settings: Settings) -> faust.App:
+def faust_app(settings: Settings) -> EscalationsApp:
     """The Faust app with the job's settings (raw bytes everywhere: we decode ourselves)."""
     data_dir = settings.faust_data_dir
-    try:  # Faust creates the data directory itself, but not its parents
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        variable = "ESCALATIONS_DATA_DIR" if settings.data_dir else "ESCALATIONS_STATE_ROOT"
-        raise ConfigError(
-            f"{variable}: cannot create {data_dir.parent} for Faust's data directory: {exc} "
-            f"(e.g. {variable}=/var/lib/escalations)"
-        ) from exc
-    return faust.App(
+    app = EscalationsApp(
         settings.app_id,
         broker=settings.broker_url,
         autodiscover=False,
@@ -97,6 +165,8 @@ def faust_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         web_host=settings.web_host,
     )
+    app.drain_timeout_s = settings.drain_timeout_s
+    return app
 
 
 class Runtime:
@@ -136,7 +206,9 @@ class Runtime:
             internal=True,  # created by the app with the configured partitions
         )
         #: The queryable view of the sink: state directory -> entries, bytes, offsets, ts.
-        self.table = app.Table(
+        #: Global: every worker reads every partition of its changelog, so any worker's
+        #: ``/escalations/sessions/`` answers for every session, whoever writes it.
+        self.table = app.GlobalTable(
             "sink-positions",
             default=None,
             partitions=settings.partitions,
@@ -147,11 +219,33 @@ class Runtime:
 
     # -- what Faust calls ------------------------------------------------------------------
 
+    def prepare(self) -> None:
+        """Before the app starts: a writable state root, and the parent of Faust's data
+        directory (Faust creates the directory itself, but not its parents)."""
+        try:
+            self.sink.check_root()
+        except EscalationsError as exc:
+            self.fatal(exc)
+        data_dir = self.settings.faust_data_dir
+        try:
+            data_dir.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            variable = (
+                "ESCALATIONS_DATA_DIR" if self.settings.data_dir else "ESCALATIONS_STATE_ROOT"
+            )
+            self.fatal(
+                ConfigError(
+                    f"{variable}: cannot create {data_dir.parent} for Faust's data directory: "
+                    f"{exc} (e.g. {variable}=/var/lib/escalations)"
+                )
+            )
+
     async def start(self) -> None:
         """Check the state root, topics and schema ids, then start the batched sources."""
         settings = self.settings
+        for warning in settings.warnings:
+            log.warning("settings: %s", warning)
         try:
-            self.sink.check_root()
             await ensure_topics(settings, settings.bootstrap)
             entry_id = await self.ids.id_for(ENTRY, f"{settings.output_topic}-value")
             if not self.codec.knows(entry_id):
@@ -163,6 +257,7 @@ class Runtime:
             "batch_max": settings.batch_max,
             "fetch_wait_ms": settings.fetch_wait_ms,
             "session_timeout_s": settings.session_timeout_s,
+            "stop_timeout_s": settings.drain_timeout_s * 0.6,
             "loop": self.app.loop,
             "beacon": self.app.beacon,
         }
@@ -326,6 +421,8 @@ def build(settings: Settings, **parts: Any) -> Runtime:
     """The app and its runtime, wired; ``parts`` replace the runtime's own (tests)."""
     app = faust_app(settings)
     rt = Runtime(settings, app, **parts)
+    app.prepare = rt.prepare
+    collapse_repeats()
     app.task(rt.start)
     app.timer(REPORT_INTERVAL_S, name="escalations.report_positions")(rt.report_positions)
     app.timer(30.0, name="escalations.log_stats")(rt.log_stats)

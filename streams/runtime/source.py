@@ -70,10 +70,13 @@ class BatchSource(Service):
         revoke_timeout_s: float = 30.0,
         stop_timeout_s: float = 8.0,
         summary: Callable[[], str] = lambda: "",
+        client_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.bootstrap = bootstrap
+        #: Extra AIOKafkaConsumer options: security (TLS, SASL) from the settings.
+        self.client_options = dict(client_options or {})
         self.group_id = group_id
         self.topics = list(topics)
         self.handle = handle
@@ -132,6 +135,7 @@ class BatchSource(Service):
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=self.fetch_wait_ms,
             max_partition_fetch_bytes=MAX_REQUEST_BYTES,
+            **self.client_options,
         )
         await self.consumer.start()
         self.consumer.subscribe(self.topics, listener=_Listener(self))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import pytest
@@ -23,7 +22,7 @@ from streams.core.deadletter import (
 )
 from streams.ops.sample import bus_events
 
-from .conftest import Job
+from .support import Job
 
 pytestmark = pytest.mark.integration
 
@@ -114,5 +113,5 @@ def test_every_bad_input_class_is_dead_lettered_and_good_input_still_lands(job: 
         if error_class in ("UnknownSchemaIdError", "AvroBodyError", "TrailingBytesError"):
             assert header(d.headers, SCHEMA_ID) is not None
     # Nothing was written outside the state root, and only the good sessions exist in it.
-    assert sorted(os.listdir(job.root)) == sorted(expected)
+    assert job.state_entries() == sorted(expected)
     assert not (job.tmp / "etc").exists() and not (job.tmp / "passwd").exists()

@@ -17,7 +17,7 @@ from streams.errors import Coordinates
 from streams.ops.sample import bus_events
 from streams.sink.files import FILE_NAME
 
-from .conftest import Job
+from .support import Job
 
 pytestmark = pytest.mark.integration
 FAUST = str(Path(sys.executable).parent / "faust")

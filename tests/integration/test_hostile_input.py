@@ -1,4 +1,4 @@
-"""A hostile corpus against a running worker on a real broker (DESIGN.md §4, README "Guarantees").
+"""A hostile corpus against a running worker on a real broker (docs/architecture.md "Where each guarantee is kept", README "Guarantees").
 
 Raw records (random bytes, random bodies behind valid framing, truncations, unknown schema ids,
 schema-valid records whose session id is a path attack or whose timestamp is out of range) are
@@ -40,7 +40,7 @@ from streams.errors import Coordinates, DecodeError, SinkCorruptionError
 from streams.ops.sample import bus_events
 from streams.sink.position import POSITION_NAME, read_position
 
-from .conftest import Job, Worker
+from .support import Job, Worker
 
 pytestmark = pytest.mark.integration
 
@@ -370,7 +370,7 @@ def test_hostile_corpus_is_dead_lettered_and_good_sessions_stay_byte_exact(job: 
     assert {s: _tree(job.root / s) for s in expected_calm} == calm_dirs
     # Nothing outside the state root, and nothing in it but the good sessions.
     assert _outside_state(job) == before
-    assert sorted(os.listdir(job.root)) == sorted(expected)
+    assert job.state_entries() == sorted(expected)
     assert not (job.tmp.parent / "hostile-escape-2").exists()
     assert not (job.tmp.parent / "keyed-escape").exists()
     assert worker.alive(), job.logs()
@@ -421,7 +421,7 @@ def test_five_megabyte_events_are_written_or_dropped_and_the_worker_stays_up(job
     assert worker.alive(), job.logs()
     assert _digest(job.files(expected)) == _digest(expected), job.logs()
     assert _outside_state(job) == before
-    assert sorted(os.listdir(job.root)) == sorted(expected)
+    assert job.state_entries() == sorted(expected)
 
 
 def test_a_five_megabyte_bad_record_is_dead_lettered_whole(job: Job) -> None:
@@ -438,6 +438,6 @@ def test_a_five_megabyte_bad_record_is_dead_lettered_whole(job: Job) -> None:
     dead = asyncio.run(_read_all(job.bootstrap, job.settings.dlq_topic, 1, timeout=20))
     _check_dead_letters(job, [(INVALID, b"../big-escape", bad)], metas, dead)
     assert _outside_state(job) == before
-    assert sorted(os.listdir(job.root)) == sorted(expected)
+    assert job.state_entries() == sorted(expected)
     assert not (job.tmp.parent / "big-escape").exists()
     assert worker.alive(), job.logs()

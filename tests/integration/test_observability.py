@@ -15,7 +15,7 @@ from streams.ops.broker import free_port
 from streams.ops.sample import bus_events
 from streams.sink.files import LOCK_NAME
 
-from .conftest import Job
+from .support import Job
 
 pytestmark = pytest.mark.integration
 

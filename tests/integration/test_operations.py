@@ -12,7 +12,7 @@ import pytest
 from streams.core.deadletter import ERROR_CLASS, header
 from streams.ops.sample import bus_events
 
-from .conftest import Job
+from .support import Job
 from .test_dead_letters import _read, _send_raw
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """Shared fixtures for the pure core: the committed contracts and a catalogue of every variant.
 
 ``VARIANTS`` lists every bus event variant and every child-goal variant once, as the JSON form
-of the envelope's ``event`` (serde's externally tagged shape, DESIGN.md §2) next to the datum
+of the envelope's ``event`` (serde's externally tagged shape, README "What is kept" (the JSON form)) next to the datum
 fastavro reads and writes (``(full name, fields)`` pairs). A test that takes a ``variant_case``
 argument runs once per entry (see ``pytest_generate_tests``).
 """

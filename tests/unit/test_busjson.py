@@ -1,4 +1,4 @@
-"""streams.busjson: the JSON form of bus events (DESIGN.md §2) -> envelope datums.
+"""streams.core.busjson: the JSON form of bus events (README "What is kept" (the JSON form)) -> envelope datums.
 
 Errors are InputLineError whose message names the line number and the field path.
 """

@@ -1,4 +1,4 @@
-"""streams.codec: Confluent wire format with the writer's schema; typed errors for bad bytes."""
+"""streams.contracts.codec: Confluent wire format with the writer's schema; typed errors for bad bytes."""
 
 from __future__ import annotations
 

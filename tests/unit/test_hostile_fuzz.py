@@ -1,4 +1,4 @@
-"""Hostile input against the decode -> map -> sink path, with Hypothesis (DESIGN.md §4).
+"""Hostile input against the decode -> map -> sink path, with Hypothesis (docs/architecture.md "Where each guarantee is kept").
 
 The promises under test: bad input is data, never a crash (every record is emitted, dropped or
 dead-lettered, exactly one of the three, and the stage never raises), and no path escapes the

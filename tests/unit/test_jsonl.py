@@ -1,4 +1,4 @@
-"""streams.jsonl: the exact bytes serde_json writes for the seed's entry (DESIGN.md §3).
+"""streams.core.jsonl: the exact bytes serde_json writes for the seed's entry (README "What is kept, and the line it becomes").
 
 Every expectation is written out literally, as serde_json 1.x and chrono 0.4 produce it.
 """

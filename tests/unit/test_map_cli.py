@@ -1,7 +1,7 @@
 """`escalations map`: JSON-form bus events on stdin -> the exact JSONL lines on stdout.
 
 Runs the real command in a subprocess and compares its bytes with an independent reference
-implementation of DESIGN.md §3 written below (it imports nothing from ``streams``).
+implementation of README "What is kept, and the line it becomes" written below (it imports nothing from ``streams``).
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def test_input_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
     )
 
 
-# -- an independent reference implementation of DESIGN.md §3 -------------------------------------
+# -- an independent reference implementation of README "What is kept, and the line it becomes" -------------------------------------
 
 EPOCH = datetime(1970, 1, 1)
 TS_MIN = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
@@ -243,7 +243,7 @@ def ref_line(
 
 
 def ref_map(event: Any, us: int) -> bytes | None:
-    """The table of DESIGN.md §3, applied to the JSON form of ``event``."""
+    """The table of README "What is kept, and the line it becomes", applied to the JSON form of ``event``."""
     ((name, body),) = event.items()
     if name == "RouterEscalating":
         if body["intent"] == "Trivial":

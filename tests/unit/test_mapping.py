@@ -1,4 +1,4 @@
-"""streams.mapping: the seed's ``entry_from_event`` rules (escalation_log.rs, DESIGN.md §3).
+"""streams.core.mapping: the seed's ``entry_from_event`` rules (the seed escalation_log.rs, README "What is kept, and the line it becomes").
 
 The first twelve tests are the seed's own ``#[test]``s, same names and same assertions. The rest
 pin every variant, every enum value and the exact entry for every kept kind.
@@ -128,7 +128,7 @@ def test_entry_from_cost_delta_returns_none() -> None:
     assert entry_from_event(ev, ts_us=TS) is None
 
 
-# -- every kept kind: the exact entry (DESIGN.md §3) ----------------------------------------
+# -- every kept kind: the exact entry (README "What is kept, and the line it becomes") ----------------------------------------
 
 
 def entry(

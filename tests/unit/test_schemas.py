@@ -1,4 +1,4 @@
-"""Contract tests: the Avro files in schemas/, their committed ids and history (DESIGN.md §5)."""
+"""Contract tests: the Avro files in schemas/, their committed ids and history (README "Schemas")."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ SCHEMAS = default_dir()
 AVSC = sorted(SCHEMAS.glob("*.avsc"))
 HISTORY = sorted((SCHEMAS / "history").glob("*.avsc"))
 
-#: DESIGN.md §2, in union order (appending is the only compatible change).
+#: README "What is kept" (the JSON form), in union order (appending is the only compatible change).
 BUS_VARIANTS = {
     "ClassifierDecided": ["intent", "confidence", "latency_ms", "reasoning", "cached", "fallback"],
     "RouterEscalating": ["intent", "target_mode", "preflight"],
@@ -70,7 +70,7 @@ ENUMS = {
     ],
     "escalations.bus.PreflightAction": ["Accept", "Explain", "Downgrade", "Cancel", "Timeout"],
 }
-#: The u32 counts of the original: Avro long, never int (DESIGN.md §2).
+#: The u32 counts of the original: Avro long, never int (README "What is kept" (the JSON form)).
 U32_FIELDS = {
     ("ClassifierDecided", "latency_ms"),
     ("WorkerCompleted", "files_touched"),

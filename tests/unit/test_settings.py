@@ -201,3 +201,51 @@ def test_invalid_value_names_the_variable_and_shows_an_example(
     for needle in needles:
         assert needle in message
     assert "e.g." in message, f"no example in {message!r}"
+
+
+# -- unknown variables, the web bind/advertised split, the data directory ----------------------
+
+
+def test_a_misspelt_variable_is_reported_with_the_closest_known_name() -> None:
+    settings = load({"ESCALATIONS_BATCHMAX": "10", "ESCALATIONS_STATEROOT": "/tmp/x"})
+    assert settings.batch_max == 1000  # the misspelling changes nothing...
+    assert settings.warnings == (  # ...but it is said, naming what was meant
+        "ESCALATIONS_BATCHMAX is not a setting and is ignored (did you mean ESCALATIONS_BATCH_MAX?)",
+        "ESCALATIONS_STATEROOT is not a setting and is ignored (did you mean ESCALATIONS_STATE_ROOT?)",
+    )
+
+
+def test_an_unknown_variable_with_no_close_name_is_reported_without_a_guess() -> None:
+    assert load({"ESCALATIONS_ZZZ": "1"}).warnings == (
+        "ESCALATIONS_ZZZ is not a setting and is ignored",
+    )
+
+
+def test_every_known_variable_is_read_so_none_is_reported() -> None:
+    env = {
+        "ESCALATIONS_STATE_ROOT": "/tmp/x",
+        "ESCALATIONS_BATCH_MAX": "5",
+        "ESCALATIONS_WEB_BIND": "0.0.0.0",
+        "ESCALATIONS_WEB_HOST": "worker-1.internal",
+        "ESCALATIONS_DATA_DIR": "/tmp/faust-data",
+        "ESCALATIONS_CREATE_TOPICS": "false",
+        "ESCALATIONS_DRAIN_TIMEOUT": "5",
+        "OTHER_VARIABLE": "not ours: never reported",
+    }
+    settings = load(env)
+    assert settings.warnings == ()
+    assert settings.web_bind == "0.0.0.0"
+    assert settings.web_host == "worker-1.internal"
+    assert str(settings.faust_data_dir) == "/tmp/faust-data"
+    assert settings.create_topics is False
+    assert settings.drain_timeout_s == 5.0
+
+
+def test_the_advertised_host_defaults_to_the_bind_address() -> None:
+    assert load({"ESCALATIONS_WEB_BIND": "10.0.0.5"}).web_host == "10.0.0.5"
+    assert load({}).web_bind == "127.0.0.1"
+
+
+def test_the_data_directory_defaults_to_the_state_roots_dot_faust(tmp_path: Path) -> None:
+    settings = load({"ESCALATIONS_STATE_ROOT": str(tmp_path)})
+    assert settings.faust_data_dir == tmp_path / ".faust"

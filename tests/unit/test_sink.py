@@ -1,4 +1,4 @@
-"""streams.sink: safe state directories, exact bytes, durable positions, recovery (DESIGN.md §4).
+"""streams.sink: safe state directories, exact bytes, durable positions, recovery (docs/architecture.md).
 
 Everything runs against real files under ``tmp_path``; a "restart" is a new ``FileSink`` over
 the same root, and "another worker" is a second ``FileSink`` instance. Faults are real ones
