@@ -24,7 +24,7 @@ COPY schemas/ schemas/
 RUN pip install . && rm -rf /src
 
 ENV ESCALATIONS_STATE_ROOT=/var/lib/escalations \
-    ESCALATIONS_WEB_HOST=0.0.0.0
+    ESCALATIONS_WEB_BIND=0.0.0.0
 VOLUME ["/var/lib/escalations"]
 
 # Faust keeps its data directory (escalation-stream-data) relative to the working directory.

@@ -269,7 +269,7 @@ def test_worker_environment_loads(compose: dict[str, Any]) -> None:
     assert loaded.bootstrap_servers == env["KAFKA_BOOTSTRAP_SERVERS"]
     assert loaded.schema_registry_url is not None
     assert loaded.state_root == Path("/var/lib/escalations").resolve()
-    assert loaded.web_host == "0.0.0.0", "bound to loopback, the published web port is dead"
+    assert loaded.web_bind == "0.0.0.0", "bound to loopback, the published web port is dead"
 
 
 def test_state_root_is_on_a_named_volume(compose: dict[str, Any]) -> None:
@@ -392,7 +392,7 @@ def test_dockerfile_runs_as_a_non_root_user() -> None:
     assert users, "Dockerfile has no USER (it would run as root)"
     user = users[-1].split(":")[0]
     assert user not in ("root", "0")
-    assert dockerfile_env().get("ESCALATIONS_WEB_HOST") == "0.0.0.0"
+    assert dockerfile_env().get("ESCALATIONS_WEB_BIND") == "0.0.0.0"
 
 
 def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
