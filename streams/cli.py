@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from streams.errors import ConfigError, ContractError, EscalationsError, InputLineError
 from streams.settings import Settings, load
+
+__all__ = ["main"]
+
+T = TypeVar("T")
 
 
 @click.group(context_settings={"help_option_names": ["--help"]})
@@ -30,11 +34,42 @@ def fail(exc: BaseException) -> NoReturn:
     sys.exit(1)
 
 
-def _settings() -> Settings:
+def _settings(*, warn: bool = True) -> Settings:
     try:
-        return load()
+        settings = load()
     except EscalationsError as exc:
         fail(exc)
+    if warn:  # the worker logs its own
+        for warning in settings.warnings:
+            click.echo(f"escalations: warning: {warning}", err=True)
+    return settings
+
+
+def _kafka(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
+    """Runs a command's Kafka work once the brokers accepted our TLS and SASL settings.
+
+    A refusal that cannot heal (certificate, authentication, mechanism) or brokers that do not
+    answer end the command at once, with a message that names the setting to check.
+    """
+    from aiokafka.errors import KafkaError
+
+    from streams.security import check_connection
+
+    async def run() -> T:
+        await check_connection(settings.bootstrap, settings.kafka)
+        return await work()
+
+    try:
+        return asyncio.run(run())
+    except EscalationsError as exc:
+        fail(exc)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        fail(
+            ConfigError(
+                f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap!r} "
+                f"({settings.kafka.describe()}): {type(exc).__name__}: {exc}"
+            )
+        )
 
 
 def _bootstrap(settings: Settings) -> str:
@@ -116,16 +151,15 @@ def _produce(settings: Settings, bootstrap: str, lines: Any, topic: str) -> None
     def progress(count: int) -> None:
         click.echo(f"{cr}produced {count} events...", err=True, nl=not tty)
 
+    options = settings.kafka.aiokafka_kwargs()
+
     async def run() -> Any:
-        await ensure_topics(settings, bootstrap)
+        await ensure_topics(settings, bootstrap, options)
         store = SchemaStore()
         ids = open_ids(settings.schema_registry_url, store)
-        return await produce_lines(lines, bootstrap, topic, ids, store, progress)
+        return await produce_lines(lines, bootstrap, topic, ids, store, progress, options)
 
-    try:
-        report = asyncio.run(run())
-    except EscalationsError as exc:
-        fail(exc)
+    report = _kafka(settings, run)
     click.echo(
         f"{cr}produced {report.events} events for {report.sessions} sessions "
         f"to {topic} in {report.seconds:.2f}s",
@@ -141,7 +175,7 @@ def worker_command(faust_args: tuple[str, ...]) -> None:
     A thin front over `faust -A streams.app worker -l info`: extra arguments go to Faust's
     worker. With no KAFKA_BOOTSTRAP_SERVERS it starts the embedded broker and says where.
     """
-    settings = _settings()
+    settings = _settings(warn=False)
     with _broker(settings) as bootstrap:
         from streams.runtime.factory import create_app
 
@@ -290,8 +324,9 @@ def sink_rebuild(sessions: tuple[str, ...], all_: bool, idle: float) -> None:
             fail(EscalationsError(f"--session {session!r}: {problem}"))
     bootstrap = _bootstrap(settings)
     ids = open_ids(settings.schema_registry_url)
-    report = asyncio.run(
-        rebuild(
+    report = _kafka(
+        settings,
+        lambda: rebuild(
             FileSink(settings.state_root),
             Codec(ids.known()),
             ids,
@@ -300,7 +335,8 @@ def sink_rebuild(sessions: tuple[str, ...], all_: bool, idle: float) -> None:
             settings.partitions,
             set(sessions) if sessions else None,
             idle_s=idle,
-        )
+            client_options=settings.kafka.aiokafka_kwargs(),
+        ),
     )
     for session, position in sorted(report.positions.items()):
         click.echo(f"rebuilt {session}: {position.entries} entries, {position.size} bytes")
@@ -327,16 +363,19 @@ def dlq_replay(limit: int | None, dry_run: bool, idle: float) -> None:
     from streams.ops.replay import replay
 
     settings = _settings()
-    report = asyncio.run(
-        replay(
-            _bootstrap(settings),
+    bootstrap = _bootstrap(settings)
+    report = _kafka(
+        settings,
+        lambda: replay(
+            bootstrap,
             settings.dlq_topic,
             settings.input_topic,
             f"{settings.app_id}-dlq-replay",
             idle_s=idle,
             limit=limit,
             dry_run=dry_run,
-        )
+            client_options=settings.kafka.aiokafka_kwargs(),
+        ),
     )
     verb = "would replay" if dry_run else "replayed"
     detail = ", ".join(f"{k}: {v}" for k, v in sorted(report.by_error.items())) or "nothing"

@@ -4,6 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = [
+    "AvroBodyError",
+    "BrokerError",
+    "ConfigError",
+    "ContractError",
+    "Coordinates",
+    "DecodeError",
+    "EscalationsError",
+    "InputLineError",
+    "InvalidRecordError",
+    "NotFramedError",
+    "RecordError",
+    "RegistryError",
+    "SinkCorruptionError",
+    "SinkError",
+    "TrailingBytesError",
+    "UnknownSchemaIdError",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Coordinates:

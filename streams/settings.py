@@ -11,6 +11,26 @@ from pathlib import Path
 
 from streams.core.records import DATA_DIR_NAME
 from streams.errors import ConfigError
+from streams.security import (
+    KafkaSecurity,
+    RegistrySecurity,
+    load_kafka_security,
+    load_registry_security,
+)
+
+__all__ = [
+    "DEFAULT_APP_ID",
+    "DEFAULT_BOOTSTRAP",
+    "DEFAULT_DLQ_TOPIC",
+    "DEFAULT_INPUT_TOPIC",
+    "DEFAULT_OUTPUT_TOPIC",
+    "DEFAULT_STATE_ROOT",
+    "MAX_RECORD_BYTES",
+    "MAX_REQUEST_BYTES",
+    "Settings",
+    "load",
+    "unknown_variables",
+]
 
 DEFAULT_INPUT_TOPIC = "bus-events"
 DEFAULT_OUTPUT_TOPIC = "escalations"
@@ -48,6 +68,10 @@ class Settings:
     create_topics: bool = True
     #: Whether ESCALATIONS_STATE_ROOT was set (the demo uses a temporary root otherwise).
     state_root_given: bool = False
+    #: TLS and SASL for every Kafka client the project makes (PLAINTEXT by default).
+    kafka: KafkaSecurity = field(default_factory=KafkaSecurity)
+    #: Basic auth and TLS for the schema registry.
+    registry: RegistrySecurity = field(default_factory=RegistrySecurity)
     #: Problems that do not stop the job (unknown ESCALATIONS_* variables); logged at start.
     warnings: tuple[str, ...] = field(default=(), compare=False)
     session_timeout_s: float = 10.0
@@ -201,7 +225,16 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     """
     tracked = _Tracked(os.environ if env is None else env)
     settings = _load(tracked)
-    return replace(settings, warnings=tuple(unknown_variables(tracked.env, tracked.read)))
+    kafka = load_kafka_security(tracked)
+    url, registry = load_registry_security(tracked, settings.schema_registry_url)
+    warnings = [
+        *kafka.warnings(),
+        *registry.warnings(),
+        *unknown_variables(tracked.env, tracked.read),
+    ]
+    return replace(
+        settings, schema_registry_url=url, kafka=kafka, registry=registry, warnings=tuple(warnings)
+    )
 
 
 def _load(env: Mapping[str, str]) -> Settings:

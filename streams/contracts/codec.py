@@ -25,6 +25,8 @@ from streams.errors import (
     UnknownSchemaIdError,
 )
 
+__all__ = ["HEADER", "MAGIC", "Codec", "schema_id_of", "schema_name"]
+
 MAGIC = 0
 HEADER = struct.Struct(">bI")
 

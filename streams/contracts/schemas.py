@@ -19,6 +19,19 @@ from typing import Any, Final
 
 from streams.errors import ContractError
 
+__all__ = [
+    "BUS_EVENT",
+    "CONTRACTS",
+    "ENTRY",
+    "SchemaStore",
+    "Version",
+    "check",
+    "compatibility_problems",
+    "default_dir",
+    "fingerprint",
+    "freeze",
+]
+
 BUS_EVENT: Final = "escalations.bus.BusEventEnvelope"
 ENTRY: Final = "escalations.out.EscalationEntry"
 CONTRACTS: Final = (BUS_EVENT, ENTRY)

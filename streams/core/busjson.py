@@ -22,6 +22,8 @@ from typing import Any, Final
 from streams.core.jsonl import ts_in_range
 from streams.errors import InputLineError
 
+__all__ = ["U32_MAX", "BusJson", "Convert", "parse_timestamp"]
+
 U32_MAX: Final = 2**32 - 1
 #: RFC 3339's DIGIT is ASCII only; re.ASCII keeps \d from matching e.g. full-width digits.
 _RFC3339 = re.compile(

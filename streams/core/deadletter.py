@@ -7,6 +7,20 @@ from typing import Final
 
 from streams.errors import Coordinates, RecordError
 
+__all__ = [
+    "ERROR_CLASS",
+    "ERROR_MESSAGE",
+    "MAX_MESSAGE_BYTES",
+    "PREFIX",
+    "SCHEMA_ID",
+    "SOURCE_OFFSET",
+    "SOURCE_PARTITION",
+    "SOURCE_TOPIC",
+    "Headers",
+    "dead_letter_headers",
+    "header",
+]
+
 PREFIX: Final = "escalations."
 ERROR_CLASS: Final = PREFIX + "error.class"
 ERROR_MESSAGE: Final = PREFIX + "error.message"

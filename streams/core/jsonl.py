@@ -15,6 +15,8 @@ from typing import Final
 
 from streams.core.mapping import EscalationEntry
 
+__all__ = ["TS_MAX_US", "TS_MIN_US", "render", "rfc3339", "ts_in_range"]
+
 #: The instants chrono and this module render as a four-digit year (0001..9999), in µs.
 TS_MIN_US: Final = -62135596800 * 1_000_000
 TS_MAX_US: Final = 253402300799 * 1_000_000 + 999_999

@@ -12,6 +12,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+__all__ = [
+    "BUS",
+    "CHILD",
+    "FILTERED",
+    "KNOWN_BUS_VARIANTS",
+    "KNOWN_CHILD_VARIANTS",
+    "UNKNOWN_VARIANT",
+    "BusEvent",
+    "EscalationEntry",
+    "drop_reason",
+    "entry_from_event",
+]
+
 BUS: Final = "escalations.bus."
 CHILD: Final = "escalations.bus.childgoal."
 

@@ -18,6 +18,8 @@ from types import TracebackType
 
 from streams.errors import BrokerError
 
+__all__ = ["EmbeddedBroker", "free_port"]
+
 log = logging.getLogger(__name__)
 
 

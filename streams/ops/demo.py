@@ -24,6 +24,8 @@ from streams.ops.sample import bus_events
 from streams.runtime.topics import ensure_topics
 from streams.sink.files import FILE_NAME
 
+__all__ = ["Echo", "actual_files", "run_demo"]
+
 Echo = Callable[..., None]
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -32,6 +33,7 @@ async def produce_lines(
     ids: SchemaIds,
     store: SchemaStore,
     progress: Callable[[int], None] | None = None,
+    client_options: Mapping[str, Any] | None = None,
 ) -> ProduceReport:
     """Sends every line in order, keyed by session id (so per-session order is kept).
 
@@ -44,6 +46,7 @@ async def produce_lines(
     producer = AIOKafkaProducer(
         max_request_size=MAX_REQUEST_BYTES,
         bootstrap_servers=bootstrap,
+        **dict(client_options or {}),
         linger_ms=5,
         acks="all",
         max_batch_size=256 * 1024,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ async def rebuild(
     partitions: int,
     sessions: set[str] | None,
     idle_s: float = 2.0,
+    client_options: Mapping[str, Any] | None = None,
 ) -> RebuildReport:
     """Rematerialise sessions' files (all when ``sessions`` is None) from the output topic.
 
@@ -54,7 +56,10 @@ async def rebuild(
         else range(partitions)
     )
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        **dict(client_options or {}),
     )
     await consumer.start()
     lines: dict[str, list[SinkLine]] = {}

@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.core.deadletter import ERROR_CLASS, PREFIX, header
 from streams.settings import MAX_REQUEST_BYTES
+
+__all__ = ["ReplayReport", "replay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,7 @@ async def replay(
     idle_s: float = 3.0,
     limit: int | None = None,
     dry_run: bool = False,
+    client_options: Mapping[str, Any] | None = None,
 ) -> ReplayReport:
     """Replays until the topic has been idle for ``idle_s`` (or ``limit`` records)."""
     consumer = AIOKafkaConsumer(
@@ -43,9 +48,13 @@ async def replay(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         session_timeout_ms=10_000,
+        **dict(client_options or {}),
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_REQUEST_BYTES
+        bootstrap_servers=bootstrap,
+        acks="all",
+        max_request_size=MAX_REQUEST_BYTES,
+        **dict(client_options or {}),
     )
     await consumer.start()
     await producer.start()

@@ -9,21 +9,38 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections.abc import Iterator
 from typing import Any
 
-INTENTS = ("Trivial", "Small", "Medium", "Large")
-MODES = ("Idle", "DirectLlm", "WireWorker", "PlannerWorkers", "GoalRun")
-PREFLIGHT_KINDS = (
-    "LargeEscalation",
-    "MediumLowConfidence",
-    "SmallOverProtectedPath",
-    "SmallOverManyFiles",
-    "QueueLargeOnActiveLarge",
-    "QueueMediumAtConcurrencyCap",
-)
-ACTIONS = ("Accept", "Explain", "Downgrade", "Cancel", "Timeout")
+from streams.contracts.schemas import BUS_EVENT, SchemaStore
+from streams.core.jsonl import rfc3339
+
+__all__ = ["ACTIONS", "INTENTS", "MODES", "PREFLIGHT_KINDS", "bus_events"]
+
+
+def _enum_symbols(schema: Any, name: str) -> tuple[str, ...]:
+    """The symbols of the enum ``name`` in the bus contract (wherever it is defined)."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "enum" and schema.get("name") == name:
+            return tuple(schema["symbols"])
+        children: list[Any] = list(schema.values())
+    elif isinstance(schema, list):
+        children = schema
+    else:
+        return ()
+    for child in children:
+        found = _enum_symbols(child, name)
+        if found:
+            return found
+    return ()
+
+
+_BUS = SchemaStore().current(BUS_EVENT)
+#: The enums' symbols, read from the contract so that the sample can never drift from it.
+INTENTS = _enum_symbols(_BUS, "Intent")
+MODES = _enum_symbols(_BUS, "ActiveMode")
+PREFLIGHT_KINDS = _enum_symbols(_BUS, "PreflightKind")
+ACTIONS = _enum_symbols(_BUS, "PreflightAction")
 _TEXTS = (
     "rename the config loader",
     'fix "quoted" path C:\\tmp\\x',
@@ -126,13 +143,7 @@ def bus_events(count: int, sessions: int = 8, seed: int = 42) -> Iterator[str]:
         envelope = {
             "session_id": f"session-{rng.randrange(sessions):03d}",
             "event_id": f"e-{i}",
-            "occurred_at": _rfc3339(seconds, micros),
+            "occurred_at": rfc3339(seconds, micros * 1000),
             "event": _event(rng, i),
         }
         yield json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
-
-
-def _rfc3339(seconds: int, micros: int) -> str:
-    t = time.gmtime(seconds)
-    fraction = f".{micros:06d}" if micros else ""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + fraction + "Z"

@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 
 import faust
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from streams.contracts.codec import Codec
 from streams.contracts.decoder import Decoder
@@ -45,6 +46,7 @@ from streams.runtime.source import Batch, BatchSource
 from streams.runtime.stages import MapStage, SinkStage
 from streams.runtime.stats import Stats
 from streams.runtime.topics import ensure_topics
+from streams.security import check_connection
 from streams.settings import MAX_REQUEST_BYTES, Settings
 from streams.sink.files import FileSink
 
@@ -68,11 +70,11 @@ class EscalationsApp(faust.App):
     drain_timeout_s: float = 10.0
     _drain_timer: threading.Timer | None = None
     #: Checks run before Faust creates its directories (the Runtime's ``prepare``).
-    prepare: Callable[[], None] | None = None
+    prepare: Callable[[], Awaitable[None]] | None = None
 
     async def on_first_start(self) -> None:
         if self.prepare is not None:
-            self.prepare()
+            await self.prepare()
         if self.conf.web_enabled:
             problem = web_port_problem(self.conf.web_bind, int(self.conf.web_port))
             if problem is not None:
@@ -164,6 +166,8 @@ def faust_app(settings: Settings) -> EscalationsApp:
         web_bind=settings.web_bind,
         web_port=settings.web_port,
         web_host=settings.web_host,
+        # TLS/SASL for Faust's own consumer, producer and admin client.
+        broker_credentials=settings.kafka.faust_credentials(),
     )
     app.drain_timeout_s = settings.drain_timeout_s
     return app
@@ -219,9 +223,10 @@ class Runtime:
 
     # -- what Faust calls ------------------------------------------------------------------
 
-    def prepare(self) -> None:
-        """Before the app starts: a writable state root, and the parent of Faust's data
-        directory (Faust creates the directory itself, but not its parents)."""
+    async def prepare(self) -> None:
+        """Before the app starts: a writable state root, the parent of Faust's data
+        directory (Faust creates the directory itself, but not its parents), and brokers that
+        accept our TLS and SASL settings (a refusal cannot heal: stop, naming the setting)."""
         try:
             self.sink.check_root()
         except EscalationsError as exc:
@@ -239,6 +244,16 @@ class Runtime:
                     f"{exc} (e.g. {variable}=/var/lib/escalations)"
                 )
             )
+        kafka = self.settings.kafka
+        log.info("escalations: Kafka at %s over %s", self.settings.bootstrap, kafka.describe())
+        try:
+            await check_connection(self.settings.bootstrap, kafka)
+        except ConfigError as exc:
+            self.fatal(exc)
+        except (OSError, KafkaError, TimeoutError) as exc:  # transient: Faust retries
+            log.warning(
+                "escalations: Kafka at %s not reachable yet: %s", self.settings.bootstrap, exc
+            )
 
     async def start(self) -> None:
         """Check the state root, topics and schema ids, then start the batched sources."""
@@ -246,7 +261,7 @@ class Runtime:
         for warning in settings.warnings:
             log.warning("settings: %s", warning)
         try:
-            await ensure_topics(settings, settings.bootstrap)
+            await ensure_topics(settings, settings.bootstrap, settings.kafka.aiokafka_kwargs())
             entry_id = await self.ids.id_for(ENTRY, f"{settings.output_topic}-value")
             if not self.codec.knows(entry_id):
                 self.codec.add(entry_id, self.store.current(ENTRY))
@@ -258,6 +273,7 @@ class Runtime:
             "fetch_wait_ms": settings.fetch_wait_ms,
             "session_timeout_s": settings.session_timeout_s,
             "stop_timeout_s": settings.drain_timeout_s * 0.6,
+            "client_options": settings.kafka.aiokafka_kwargs(),
             "loop": self.app.loop,
             "beacon": self.app.beacon,
         }

@@ -12,6 +12,8 @@ from streams.runtime.source import BatchSource
 from streams.runtime.stats import Stats
 from streams.sink.files import FileSink
 
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
 CONTENT_TYPE = "text/plain; version=0.0.4"
 
 

@@ -11,6 +11,8 @@ from aiokafka import AIOKafkaProducer
 
 from streams.runtime.partitioner import partition_for
 
+__all__ = ["PARTITION_CACHE_KEYS", "BatchSender"]
+
 #: Keys whose partition is remembered (session ids repeat; murmur2 is pure Python).
 PARTITION_CACHE_KEYS = 100_000
 

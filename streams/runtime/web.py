@@ -14,6 +14,8 @@ from streams.runtime.source import BatchSource
 from streams.sink.files import FileSink
 from streams.sink.position import SinkPosition
 
+__all__ = ["PositionView", "install"]
+
 PositionView = Callable[[SinkPosition], dict[str, Any]]
 
 

@@ -132,7 +132,7 @@ async def test_a_sink_fault_stops_the_worker(runtime: Runtime) -> None:
         await runtime._handler("sink", process)({})
 
 
-def test_an_unwritable_state_root_stops_the_worker_naming_the_variable(
+async def test_an_unwritable_state_root_stops_the_worker_naming_the_variable(
     tmp_path: Path,
 ) -> None:
     blocker = tmp_path / "file"
@@ -141,16 +141,16 @@ def test_an_unwritable_state_root_stops_the_worker_naming_the_variable(
     rt = build(settings, fatal=_fatal)
     rt.sink.root = blocker / "state"  # a root that cannot be created
     with pytest.raises(Stopped, match="ESCALATIONS_STATE_ROOT"):
-        rt.prepare()
+        await rt.prepare()
 
 
-def test_an_unusable_data_dir_stops_the_worker_naming_the_variable(tmp_path: Path) -> None:
+async def test_an_unusable_data_dir_stops_the_worker_naming_the_variable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     settings = _settings(tmp_path / "state", ESCALATIONS_DATA_DIR=str(blocker / "x" / "data"))
     rt = build(settings, fatal=_fatal)
     with pytest.raises(Stopped, match="ESCALATIONS_DATA_DIR"):
-        rt.prepare()
+        await rt.prepare()
 
 
 def test_corrupt_sessions_are_a_copy_the_web_view_can_iterate(runtime: Runtime) -> None:
