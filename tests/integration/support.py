@@ -187,7 +187,8 @@ class Job:
         self.workers: list[Worker] = []
 
     def create_topics(self) -> Job:
-        asyncio.run(ensure_topics(self.settings, self.bootstrap))
+        options = self.settings.kafka.aiokafka_kwargs()
+        asyncio.run(ensure_topics(self.settings, self.bootstrap, options))
         return self
 
     def worker(self, **env: str) -> Worker:
@@ -199,7 +200,12 @@ class Job:
     def produce(self, lines: list[str]) -> ProduceReport:
         return asyncio.run(
             produce_lines(
-                lines, self.bootstrap, self.settings.input_topic, IdFile(self.store), self.store
+                lines,
+                self.bootstrap,
+                self.settings.input_topic,
+                IdFile(self.store),
+                self.store,
+                client_options=self.settings.kafka.aiokafka_kwargs(),
             )
         )
 
