@@ -102,6 +102,8 @@ class Worker:
         self.env, self.cwd, self.name = env, cwd, name
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        #: What runs: ``escalations worker`` (Faust's own ``faust -A streams.app worker`` too).
+        self.command = [sys.executable, "-m", "streams.cli", "worker"]
 
     @property
     def log_path(self) -> Path:
@@ -113,7 +115,7 @@ class Worker:
             log.write(f"\n===== start {self.starts} =====\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
+                self.command,
                 env=self.env,
                 cwd=self.cwd,
                 stdout=log,
