@@ -23,7 +23,7 @@ from aiokafka.errors import (
 from streams.errors import ConfigError
 from streams.settings import MAX_REQUEST_BYTES, Settings
 
-__all__ = ["ensure_topics", "job_topics"]
+__all__ = ["check_described", "ensure_topics", "job_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,17 @@ async def _create(
 async def _check(
     admin: AIOKafkaAdminClient, settings: Settings, names: list[str], bootstrap: str
 ) -> None:
+    check_described(await admin.describe_topics(names), settings, bootstrap)
+
+
+def check_described(described: list[dict[str, Any]], settings: Settings, bootstrap: str) -> None:
+    """Refuses topics that are missing or have another partition count (``described``: the
+    admin client's DescribeTopics answer), with the list of what to create."""
     missing: list[str] = []
-    for described in await admin.describe_topics(names):
-        name = described["topic"]
-        code = described.get("error_code", 0)
-        count = len(described.get("partitions") or [])
+    for topic in described:
+        name = topic["topic"]
+        code = topic.get("error_code", 0)
+        count = len(topic.get("partitions") or [])
         if code == UnknownTopicOrPartitionError.errno or (code == 0 and not count):
             missing.append(name)
         elif code != 0:
