@@ -25,25 +25,6 @@ KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 NOT_OBJECTS = {"kustomization.yaml"}
 MANIFESTS = sorted(p.name for p in KUBE.glob("*.yaml") if p.name not in NOT_OBJECTS)
 
-#: Variables being added to streams/settings.py right now (the web server's bind address,
-#: Faust's data directory). Remove each name from here once settings.py reads it.
-PENDING = {"ESCALATIONS_WEB_BIND", "ESCALATIONS_DATA_DIR"}
-
-#: What streams/security.py reads, used only while that file does not exist yet (it is being
-#: written): the Kafka TLS/SASL settings and the registry's credentials; the secrets among
-#: them may also come from a file named by <NAME>_FILE.
-SECURITY_FALLBACK = {
-    "KAFKA_SECURITY_PROTOCOL",
-    "KAFKA_SSL_CA_LOCATION",
-    "KAFKA_SSL_CERTIFICATE_LOCATION",
-    "KAFKA_SSL_KEY_LOCATION",
-    "KAFKA_SSL_KEY_PASSWORD",
-    "KAFKA_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM",
-    "KAFKA_SASL_MECHANISM",
-    "KAFKA_SASL_USERNAME",
-    "KAFKA_SASL_PASSWORD",
-    "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
-}
 SECRETS = {
     "KAFKA_SASL_USERNAME",
     "KAFKA_SASL_PASSWORD",
@@ -133,24 +114,19 @@ def worker_sources() -> dict[str, str]:
         if paths:
             found[name] = "\n".join(p.read_text(encoding="utf-8") for p in paths)
     assert "settings.py" in found, "streams/settings.py not found"
+    assert "security.py" in found, "streams/security.py not found"
     return found
 
 
 def variables_the_worker_reads() -> set[str]:
     sources = worker_sources()
     names = set(_NAME_LITERAL.findall(sources["settings.py"]))
-    security = sources.get("security.py")
-    if security is None:
-        # streams/security.py is not written yet: its documented variables, and _FILE for
-        # the secrets among them.
-        names |= SECURITY_FALLBACK | {f"{s}_FILE" for s in SECRETS}
-    else:
-        names |= set(_NAME_LITERAL.findall(security))
-        if "_FILE" in security:
-            # The suffix rule: a secret <NAME> may come from the file named by <NAME>_FILE
-            # (the name is usually built, f"{name}_FILE", so it is not a literal).
-            names |= {f"{n}_FILE" for n in names & SECRETS}
-    return names | PENDING
+    security = sources["security.py"]
+    names |= set(_NAME_LITERAL.findall(security))
+    # The suffix rule: a secret <NAME> may come from the file named by <NAME>_FILE (the name
+    # is built, f"{name}_FILE", so it is not a literal).
+    names |= {f"{n}_FILE" for n in names & SECRETS}
+    return names
 
 
 # --- (a) valid Kubernetes objects ----------------------------------------------------------
@@ -267,10 +243,7 @@ def test_the_configmap_values_pass_the_settings_loader(configmap: dict[str, str]
     plain = {
         k: v
         for k, v in configmap.items()
-        if k not in PENDING
-        and (
-            k.startswith("ESCALATIONS_") or k in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL")
-        )
+        if k.startswith("ESCALATIONS_") or k in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL")
     }
     loaded = settings_module.load(plain)
     assert str(loaded.state_root) == configmap["ESCALATIONS_STATE_ROOT"]
