@@ -220,9 +220,6 @@ class Codec:
     def knows(self, schema_id: int) -> bool:
         return schema_id in self._parsed
 
-    def name_of(self, schema_id: int) -> str:
-        return self._names[schema_id]
-
     def encode(self, schema_id: int, datum: Mapping[str, Any]) -> bytes:
         out = BytesIO()
         out.write(HEADER.pack(MAGIC, schema_id))

@@ -15,7 +15,10 @@ from typing import Final
 
 from streams.core.mapping import EscalationEntry
 
-__all__ = ["TS_MAX_US", "TS_MIN_US", "render", "rfc3339", "ts_in_range"]
+__all__ = ["ENTRY_KEYS", "TS_MAX_US", "TS_MIN_US", "render", "rfc3339", "ts_in_range"]
+
+#: The keys of a line, in the order the seed's struct declares them (and serde_json writes them).
+ENTRY_KEYS: Final = ("ts", "kind", "goal_id", "intent", "summary", "confidence", "auto_proceed")
 
 #: The instants chrono and this module render as a four-digit year (0001..9999), in µs.
 TS_MIN_US: Final = -62135596800 * 1_000_000

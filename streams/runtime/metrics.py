@@ -42,9 +42,9 @@ class Metrics:
         stats: Stats,
         sink: FileSink,
         sources: Callable[[], list[BatchSource]],
-        healthy: Callable[[], str | None],
+        unhealthy: Callable[[], str | None],
     ) -> None:
-        self.registry.register(_Live(stats, sink, sources, healthy))
+        self.registry.register(_Live(stats, sink, sources, unhealthy))
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))
@@ -56,9 +56,9 @@ class _Live:
         stats: Stats,
         sink: FileSink,
         sources: Callable[[], list[BatchSource]],
-        healthy: Callable[[], str | None],
+        unhealthy: Callable[[], str | None],
     ) -> None:
-        self.stats, self.sink, self.sources, self.healthy = stats, sink, sources, healthy
+        self.stats, self.sink, self.sources, self.unhealthy = stats, sink, sources, unhealthy
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -85,7 +85,7 @@ class _Live:
             for tp, value in source.lags().items():
                 lag.add_metric([tp.topic, str(tp.partition)], value)
         ready.add_metric([], 1 if sources and all(s.ready for s in sources) else 0)
-        healthy.add_metric([], 1 if self.healthy() is None else 0)
+        healthy.add_metric([], 1 if self.unhealthy() is None else 0)
         yield lag
         yield ready
         yield healthy

@@ -5,6 +5,8 @@ Every expectation is written out literally, as serde_json 1.x and chrono 0.4 pro
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from streams.core.jsonl import TS_MAX_US, TS_MIN_US, render, rfc3339, ts_in_range
@@ -298,3 +300,10 @@ def test_ts_bounds_are_years_0001_and_9999() -> None:
     assert ts_in_range(TS_MAX_US)
     assert not ts_in_range(TS_MIN_US - 1)
     assert not ts_in_range(TS_MAX_US + 1)
+
+
+def test_entry_keys_are_the_order_render_writes() -> None:
+    from streams.core.jsonl import ENTRY_KEYS
+
+    line = render(EscalationEntry(0, "refused", None, "small", "no", None, False))
+    assert tuple(json.loads(line)) == ENTRY_KEYS
