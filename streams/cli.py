@@ -156,7 +156,12 @@ def _produce(settings: Settings, bootstrap: str, lines: Any, topic: str) -> None
     async def run() -> Any:
         await ensure_topics(settings, bootstrap, options)
         store = SchemaStore()
-        ids = open_ids(settings.schema_registry_url, store)
+        ids = open_ids(
+            settings.schema_registry_url,
+            store,
+            security=settings.registry,
+            startup_timeout_s=settings.registry_startup_timeout_s,
+        )
         return await produce_lines(lines, bootstrap, topic, ids, store, progress, options)
 
     report = _kafka(settings, run)
@@ -266,7 +271,12 @@ def schemas_register() -> None:
                 "SCHEMA_REGISTRY_URL is not set (e.g. SCHEMA_REGISTRY_URL=http://localhost:8081)"
             )
         )
-    registry = HttpRegistry(settings.schema_registry_url, SchemaStore())
+    registry = HttpRegistry(
+        settings.schema_registry_url,
+        SchemaStore(),
+        security=settings.registry,
+        startup_timeout_s=settings.registry_startup_timeout_s,
+    )
 
     async def run() -> None:
         for name, topic in ((BUS_EVENT, settings.input_topic), (ENTRY, settings.output_topic)):
@@ -288,16 +298,24 @@ def sink_group() -> None:
 def sink_verify() -> None:
     """Check every state directory's file against its recorded position (exit 1 on problems)."""
     from streams.sink.files import FileSink
-    from streams.sink.verify import verify_session
+    from streams.sink.verify import inspect_session
 
     settings = _settings()
     sink = FileSink(settings.state_root)
     sessions = sink.sessions()
-    problems = [p for session in sessions for p in verify_session(sink, session)]
+    reports = [inspect_session(sink, session) for session in sessions]
+    problems = [p for report in reports for p in report.problems]
     for problem in problems:
         click.echo(f"problem: {problem}", err=True)
+    pending = [r for r in reports if r.pending_lines]
     click.echo(
         f"checked {len(sessions)} state directories under {sink.root}: {len(problems)} problems"
+        + (
+            f"; {sum(r.pending_lines for r in pending)} lines in {len(pending)} of them "
+            "pending (written, not yet checkpointed)"
+            if pending
+            else ""
+        )
     )
     sys.exit(1 if problems else 0)
 
@@ -323,7 +341,11 @@ def sink_rebuild(sessions: tuple[str, ...], all_: bool, idle: float) -> None:
         if (problem := session_id_problem(session)) is not None:
             fail(EscalationsError(f"--session {session!r}: {problem}"))
     bootstrap = _bootstrap(settings)
-    ids = open_ids(settings.schema_registry_url)
+    ids = open_ids(
+        settings.schema_registry_url,
+        security=settings.registry,
+        startup_timeout_s=settings.registry_startup_timeout_s,
+    )
     report = _kafka(
         settings,
         lambda: rebuild(

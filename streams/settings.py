@@ -77,6 +77,8 @@ class Settings:
     session_timeout_s: float = 10.0
     batch_max: int = 1000
     stall_timeout_s: float = 60.0
+    #: How long the worker, `produce` and `schemas register` retry an unreachable registry at start.
+    registry_startup_timeout_s: float = 60.0
     fetch_wait_ms: int = 50
     #: False skips the sink's fsyncs: safe against process crashes, not against power loss.
     fsync: bool = True
@@ -274,6 +276,12 @@ def _load(env: Mapping[str, str]) -> Settings:
         ),
         batch_max=_int(
             env, "ESCALATIONS_BATCH_MAX", 1000, 1, 1_000_000, "ESCALATIONS_BATCH_MAX=1000"
+        ),
+        registry_startup_timeout_s=_float(
+            env,
+            "ESCALATIONS_REGISTRY_STARTUP_TIMEOUT",
+            60.0,
+            "ESCALATIONS_REGISTRY_STARTUP_TIMEOUT=60",
         ),
         stall_timeout_s=_float(
             env, "ESCALATIONS_STALL_TIMEOUT", 60.0, "ESCALATIONS_STALL_TIMEOUT=60"

@@ -189,7 +189,12 @@ class Runtime:
         self.settings = settings
         self.app = app
         self.store = store or SchemaStore()
-        self.ids = ids or open_ids(settings.schema_registry_url, self.store)
+        self.ids = ids or open_ids(
+            settings.schema_registry_url,
+            self.store,
+            security=settings.registry,
+            startup_timeout_s=settings.registry_startup_timeout_s,
+        )
         self.codec = Codec(self.ids.known())
         self.decoder = Decoder(self.codec, self.ids)
         self.sink = sink or FileSink(settings.state_root, fsync=settings.fsync)
