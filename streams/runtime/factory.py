@@ -40,7 +40,12 @@ from streams.runtime.handoff import Handoff
 from streams.runtime.logs import collapse_repeats
 from streams.runtime.metrics import Metrics
 from streams.runtime.partitioner import partition_for
-from streams.runtime.reports import REPORT_INTERVAL_S, PositionReports, position_view
+from streams.runtime.reports import (
+    REPORT_INTERVAL_S,
+    PositionReports,
+    ReportsReader,
+    position_view,
+)
 from streams.runtime.sender import BatchSender
 from streams.runtime.source import Batch, BatchSource
 from streams.runtime.stages import MapStage, SinkStage
@@ -214,10 +219,9 @@ class Runtime:
             replicas=settings.replication_factor,
             internal=True,  # created by the app with the configured partitions
         )
-        #: The queryable view of the sink: state directory -> entries, bytes, offsets, ts.
-        #: Global: every worker reads every partition of its changelog, so any worker's
-        #: ``/escalations/sessions/`` answers for every session, whoever writes it.
-        self.table = app.GlobalTable(
+        #: Faust's table of the sink's positions (`faust -A streams.app tables`): state
+        #: directory -> entries, bytes, last offsets, last entry time, fed by the reports.
+        self.table = app.Table(
             "sink-positions",
             default=None,
             partitions=settings.partitions,
@@ -225,6 +229,8 @@ class Runtime:
             help="Per state directory: entries, bytes, last source offsets and last entry time.",
         )
         self.reports = PositionReports(self._reporter())
+        #: Every session's latest report, read by every worker (built when the app starts).
+        self.reports_reader: ReportsReader | None = None
 
     # -- what Faust calls ------------------------------------------------------------------
 
@@ -317,8 +323,15 @@ class Runtime:
                 **common,
             ),
         ]
-        for source in self.sources:
-            await self.app.add_runtime_dependency(source)
+        self.reports_reader = ReportsReader(
+            bootstrap=settings.bootstrap,
+            topic=self.reports_topic.get_topic_name(),
+            client_options=settings.kafka.aiokafka_kwargs(),
+            loop=self.app.loop,
+            beacon=self.app.beacon,
+        )
+        for service in [*self.sources, self.reports_reader]:
+            await self.app.add_runtime_dependency(service)
         log.info(
             "escalations: %s -> %s -> %s (dead letters: %s), %d partitions",
             settings.input_topic,
@@ -369,6 +382,11 @@ class Runtime:
             if reason is not None:
                 return f"{source.group_id}: {reason}"
         return None
+
+    def session_views(self) -> dict[str, Any]:
+        """Every session's latest reported position (any worker's), for the web view."""
+        reader = self.reports_reader
+        return {} if reader is None else dict(reader.views)
 
     def current_sources(self) -> list[BatchSource]:
         return list(self.sources)
@@ -452,7 +470,7 @@ def build(settings: Settings, **parts: Any) -> Runtime:
     web.install(
         app,
         sink=rt.sink,
-        table=rt.table,
+        reports=rt.session_views,
         metrics=rt.metrics,
         sources=rt.current_sources,
         unhealthy=rt.unhealthy,

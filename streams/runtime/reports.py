@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from mode import Service
 
 from streams.core.jsonl import rfc3339
 from streams.sink.position import SinkPosition
 
-__all__ = ["REPORT_INTERVAL_S", "PositionReports", "position_view"]
+__all__ = ["REPORT_INTERVAL_S", "PositionReports", "ReportsReader", "position_view"]
 
 #: At most one position report per state directory this often (the table is a view).
 REPORT_INTERVAL_S = 1.0
@@ -76,3 +79,58 @@ class PositionReports:
         ]
         await asyncio.gather(*sent)
         return len(sent)
+
+
+class ReportsReader(Service):
+    """Every worker's view of every session: reads *all* partitions of the reports topic.
+
+    Not a consumer group (each worker reads everything), no commits: at start it reads the
+    topic from the beginning, then follows it, keeping the latest report per state directory.
+    Whichever worker writes a session, any worker's ``/escalations/sessions/`` answers for it.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        client_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.client_options = dict(client_options or {})
+        self.views: dict[str, dict[str, Any]] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def on_start(self) -> None:
+        # No group: aiokafka then assigns every partition of the topic (and picks up the topic
+        # once it exists); no committed offsets, so it reads from the beginning.
+        self.consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            metadata_max_age_ms=5000,
+            **self.client_options,
+        )
+        await self.consumer.start()
+
+    async def on_stop(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+    @Service.task
+    async def _follow(self) -> None:
+        while not self.should_stop:
+            consumer = self.consumer
+            if consumer is None:
+                return
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    if record.key is not None and record.value is not None:
+                        self.views[record.key.decode()] = json.loads(record.value)

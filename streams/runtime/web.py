@@ -1,8 +1,8 @@
-"""Faust web views: health, readiness, Prometheus metrics and the file-sink table."""
+"""Faust web views: health, readiness, Prometheus metrics and the sessions view."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import faust
@@ -23,7 +23,7 @@ def install(
     app: faust.App,
     *,
     sink: FileSink,
-    table: Any,
+    reports: Callable[[], Mapping[str, Any]],
     metrics: Metrics,
     sources: Callable[[], list[BatchSource]],
     unhealthy: Callable[[], str | None],
@@ -54,8 +54,8 @@ def install(
         return self.bytes(metrics.exposition(), content_type=CONTENT_TYPE)
 
     def _sessions() -> dict[str, Any]:
-        # The table (fed by position reports) plus what this worker's sink knows first-hand.
-        merged: dict[str, Any] = {str(k): v for k, v in table.items() if v is not None}
+        # Every worker's position reports, plus what this worker's sink knows first-hand.
+        merged: dict[str, Any] = dict(reports())
         for session, position in sink.known_positions().items():
             merged[session] = view(position)
         for session, reason in sink.corrupt_sessions().items():

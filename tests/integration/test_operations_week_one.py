@@ -58,8 +58,11 @@ def test_any_worker_answers_for_any_session(job_factory: JobFactory) -> None:
     job.produce(lines)
     job.wait_for_files(expected, timeout=90)
 
+    seen: dict[int, object] = {}
+
     def all_sessions_seen(port: int) -> bool:
         status, body = http_get(port, "/escalations/sessions/")
+        seen[port] = (status, body)
         if status != 200:
             return False
         return all(
@@ -67,9 +70,11 @@ def test_any_worker_answers_for_any_session(job_factory: JobFactory) -> None:
         )
 
     for port in ports:
-        wait_until(
-            lambda p=port: all_sessions_seen(p), 30, f"every session on the worker at {port}"
-        )
+        try:
+            wait_until(lambda p=port: all_sessions_seen(p), 60, f"every session at {port}")
+        except AssertionError as exc:
+            wanted = {s: data.count(b"\n") for s, data in expected.items()}
+            raise AssertionError(f"{exc}: wanted entries {wanted}, saw {seen[port]}\n{job.logs()}")
         for session, data in expected.items():
             status, body = http_get(port, f"/escalations/sessions/{session}/")
             assert status == 200, body
