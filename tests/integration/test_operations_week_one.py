@@ -74,7 +74,9 @@ def test_any_worker_answers_for_any_session(job_factory: JobFactory) -> None:
             wait_until(lambda p=port: all_sessions_seen(p), 60, f"every session at {port}")
         except AssertionError as exc:
             wanted = {s: data.count(b"\n") for s, data in expected.items()}
-            raise AssertionError(f"{exc}: wanted entries {wanted}, saw {seen[port]}\n{job.logs()}")
+            raise AssertionError(
+                f"{exc}: wanted entries {wanted}, saw {seen[port]}\n{job.logs()}"
+            ) from None
         for session, data in expected.items():
             status, body = http_get(port, f"/escalations/sessions/{session}/")
             assert status == 200, body
