@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "SinkError",
     "TrailingBytesError",
     "UnknownSchemaIdError",
+    "causes",
 ]
 
 
@@ -104,3 +106,13 @@ class SinkError(EscalationsError):
 
 class SinkCorruptionError(SinkError):
     """A state directory's file is shorter than its recorded position: data was lost outside us."""
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions behind it (``__cause__``, else ``__context__``), each once."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

@@ -34,7 +34,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -43,7 +43,7 @@ from fastavro.schema import SchemaParseException
 from schema_registry.client.errors import ClientError
 
 from streams.contracts.schemas import SchemaStore
-from streams.errors import ContractError, EscalationsError, RegistryError
+from streams.errors import ContractError, EscalationsError, RegistryError, causes
 from streams.security import mask_url
 
 __all__ = ["ClientSecurity", "HttpRegistry", "IdFile", "SchemaIds", "open_ids"]
@@ -162,18 +162,9 @@ async def _screen(response: httpx.Response) -> None:
             raise _Answer(status, f"not a schema registry's answer: {_detail(response)}")
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def _tls_problem(exc: BaseException) -> str | None:
     """What is wrong with TLS to the registry (retrying cannot heal it), or None."""
-    for error in _chain(exc):
+    for error in causes(exc):
         if isinstance(error, ssl.SSLCertVerificationError):
             detail = getattr(error, "verify_message", None) or str(error)
             return (

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aiokafka import AIOKafkaConsumer
+
 from streams import settings as settings_module
 from streams.contracts.registry import IdFile
 from streams.contracts.schemas import BUS_EVENT, SchemaStore
@@ -30,7 +32,16 @@ from streams.ops.demo import actual_files
 from streams.ops.produce import ProduceReport, produce_lines
 from streams.runtime.topics import ensure_topics
 
-__all__ = ["Job", "Worker", "docker_answers", "files_diff", "http_get", "wait_until"]
+__all__ = [
+    "Job",
+    "Worker",
+    "docker_answers",
+    "fetch",
+    "files_diff",
+    "http_get",
+    "read_topic",
+    "wait_until",
+]
 
 T = TypeVar("T")
 
@@ -54,6 +65,41 @@ def wait_until(check: Callable[[], T | None], timeout: float, what: str, step: f
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(step)
+
+
+def fetch(url: str) -> tuple[int, bytes]:
+    """(status, body) of GET ``url``; an HTTP error status is an answer, not an exception."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+async def read_topic(
+    bootstrap: str, topic: str, expect: int = 10**9, idle_s: float = 5.0, **options: Any
+) -> list[Any]:
+    """The records of ``topic`` from the beginning: ``expect`` of them, or all there are once
+    nothing came for ``idle_s`` seconds."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **options,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        while len(records) < expect:
+            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
+            if not batch:
+                break
+            for recs in batch.values():
+                records.extend(recs)
+    finally:
+        await consumer.stop()
+    return records
 
 
 def http_get(port: int, path: str) -> tuple[int, Any]:

@@ -17,13 +17,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml  # PyYAML, in the dev extra
+
+from .support import fetch
 
 pytestmark = pytest.mark.integration
 
@@ -44,14 +44,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def _names_in(query: str) -> set[str]:
@@ -157,7 +149,7 @@ def test_every_queried_metric_is_exported_by_a_running_worker(
                 f"the worker exited ({process.returncode}):\n{worker_log()}"
             )
             try:
-                status, _ = _get(f"{base}/readyz")
+                status, _ = fetch(f"{base}/readyz")
             except OSError:
                 status = None
             if status == 200:
@@ -165,7 +157,7 @@ def test_every_queried_metric_is_exported_by_a_running_worker(
             time.sleep(0.25)
         assert status == 200, f"/readyz never answered 200 (last: {status}):\n{worker_log()}"
 
-        status, body = _get(f"{base}/metrics")
+        status, body = fetch(f"{base}/metrics")
         assert status == 200
         exported = exported_names(body.decode())
     finally:

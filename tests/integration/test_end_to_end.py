@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from streams.contracts.codec import Codec
 from streams.core.records import DATA_DIR_NAME
@@ -17,28 +16,10 @@ from streams.errors import Coordinates
 from streams.ops.sample import bus_events
 from streams.sink.files import FILE_NAME
 
-from .support import Job
+from .support import Job, read_topic
 
 pytestmark = pytest.mark.integration
 FAUST = str(Path(sys.executable).parent / "faust")
-
-
-async def read_topic(bootstrap: str, topic: str, expect: int, idle_s: float = 5.0) -> list:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    records = []
-    try:
-        while len(records) < expect:
-            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
-            if not batch:
-                break
-            for recs in batch.values():
-                records.extend(recs)
-    finally:
-        await consumer.stop()
-    return records
 
 
 def test_produce_command_to_files_and_output_topic(job: Job) -> None:

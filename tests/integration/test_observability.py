@@ -6,8 +6,6 @@ import fcntl
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -15,17 +13,9 @@ from streams.ops.broker import free_port
 from streams.ops.sample import bus_events
 from streams.sink.files import LOCK_NAME
 
-from .support import Job
+from .support import Job, fetch
 
 pytestmark = pytest.mark.integration
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def _wait_status(url: str, status: int, timeout: float = 60) -> bytes:
@@ -33,7 +23,7 @@ def _wait_status(url: str, status: int, timeout: float = 60) -> bytes:
     last: tuple[int, bytes] | None = None
     while time.monotonic() < deadline:
         try:
-            last = _get(url)
+            last = fetch(url)
         except OSError:
             last = None
         if last is not None and last[0] == status:
@@ -58,20 +48,20 @@ def test_health_metrics_sessions_view_and_watchdog(job: Job) -> None:
     assert job.wait_for_files(expected) == expected, job.logs()
     assert json.loads(_wait_status(f"{base}/healthz", 200))["status"] == "ok"
 
-    metrics = _get(f"{base}/metrics")[1].decode()
+    metrics = fetch(f"{base}/metrics")[1].decode()
     written = sum(data.count(b"\n") for data in expected.values())
     assert f"escalations_lines_written_total {written}.0" in metrics
     assert 'escalations_events_in_total{topic="' + job.settings.input_topic + '"} 1000.0' in metrics
     assert "escalations_durable_append_seconds_count" in metrics
     assert "escalations_ready 1.0" in metrics
 
-    view = json.loads(_get(f"{base}/escalations/sessions/")[1])
+    view = json.loads(fetch(f"{base}/escalations/sessions/")[1])
     for session, data in expected.items():
         assert view[session]["bytes"] == len(data)
         assert view[session]["entries"] == data.count(b"\n")
-    one = json.loads(_get(f"{base}/escalations/sessions/{sorted(expected)[0]}/")[1])
+    one = json.loads(fetch(f"{base}/escalations/sessions/{sorted(expected)[0]}/")[1])
     assert one == view[sorted(expected)[0]]
-    assert _get(f"{base}/escalations/sessions/nope/")[0] == 404
+    assert fetch(f"{base}/escalations/sessions/nope/")[0] == 404
 
     # A sink that cannot make progress (its directory lock held elsewhere) trips the watchdog.
     stuck = sorted(expected)[0]

