@@ -13,6 +13,8 @@ from streams.core.maplines import expected_files
 from streams.core.mapping import entry_from_event
 from streams.ops.sample import bus_events
 
+__all__ = ["TS_PREFIX", "Events", "backlog", "timed", "ts_of"]
+
 #: Every JSONL line starts with this; the ``ts`` string follows up to the next quote.
 TS_PREFIX = b'{"ts":"'
 
@@ -31,6 +33,8 @@ class Events:
     expected: dict[str, bytes]  # per session: the exact bytes `escalations map` gives
     #: For events with controlled timestamps: a line's ``ts`` string -> its event's index.
     ts_index: dict[bytes, int] = field(default_factory=dict)
+    #: ... and the session of each event that has a line.
+    session_of: dict[int, str] = field(default_factory=dict)
 
     @property
     def lines(self) -> int:
@@ -64,6 +68,7 @@ def timed(count: int, sessions: int, seed: int, base_us: int) -> Events:
     records: list[tuple[bytes, bytes]] = []
     chunks: dict[str, list[bytes]] = {}
     ts_index: dict[bytes, int] = {}
+    session_of: dict[int, str] = {}
     parser = BusJson(store.current(BUS_EVENT))
     for index, datum in enumerate(
         parser.parse_lines(bus_events(count, sessions=sessions, seed=seed))
@@ -75,5 +80,6 @@ def timed(count: int, sessions: int, seed: int, base_us: int) -> Events:
             line = render(entry)
             chunks.setdefault(datum["session_id"], []).append(line)
             ts_index[ts_of(line)] = index
+            session_of[index] = datum["session_id"]
     expected = {session: b"".join(lines) for session, lines in chunks.items()}
-    return Events(records, expected, ts_index)
+    return Events(records, expected, ts_index, session_of)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+__all__ = ["cpu_seconds", "peak_rss_mb"]
+
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 

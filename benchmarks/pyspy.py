@@ -14,6 +14,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+__all__ = ["Profiler", "executable", "start", "stop", "summarize"]
+
 
 def executable() -> str | None:
     beside = Path(sys.executable).with_name("py-spy")

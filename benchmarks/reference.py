@@ -31,6 +31,8 @@ from streams.contracts.schemas import ENTRY, SchemaStore
 from streams.core.records import entry_datum
 from streams.errors import Coordinates
 
+__all__ = ["main", "run"]
+
 
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -298,16 +298,24 @@ def sink_group() -> None:
 def sink_verify() -> None:
     """Check every state directory's file against its recorded position (exit 1 on problems)."""
     from streams.sink.files import FileSink
-    from streams.sink.verify import verify_session
+    from streams.sink.verify import inspect_session
 
     settings = _settings()
     sink = FileSink(settings.state_root)
     sessions = sink.sessions()
-    problems = [p for session in sessions for p in verify_session(sink, session)]
+    reports = [inspect_session(sink, session) for session in sessions]
+    problems = [p for report in reports for p in report.problems]
     for problem in problems:
         click.echo(f"problem: {problem}", err=True)
+    pending = [r for r in reports if r.pending_lines]
     click.echo(
         f"checked {len(sessions)} state directories under {sink.root}: {len(problems)} problems"
+        + (
+            f"; {sum(r.pending_lines for r in pending)} lines in {len(pending)} of them "
+            "pending (written, not yet checkpointed)"
+            if pending
+            else ""
+        )
     )
     sys.exit(1 if problems else 0)
 

@@ -82,6 +82,10 @@ class Settings:
     fetch_wait_ms: int = 50
     #: False skips the sink's fsyncs: safe against process crashes, not against power loss.
     fsync: bool = True
+    #: How often the sink makes written lines durable, records positions and commits.
+    checkpoint_interval_ms: int = 1000
+    #: Descriptors of state-directory files the sink keeps open at most (an LRU).
+    max_open_files: int = 1024
     #: SIGTERM: the batch in hand is finished (or abandoned, uncommitted) and the worker
     #: exits within this many seconds, broker or no broker.
     drain_timeout_s: float = 10.0
@@ -290,6 +294,22 @@ def _load(env: Mapping[str, str]) -> Settings:
             env, "ESCALATIONS_FETCH_WAIT_MS", 50, 1, 10_000, "ESCALATIONS_FETCH_WAIT_MS=50"
         ),
         fsync=_bool(env, "ESCALATIONS_FSYNC", True),
+        checkpoint_interval_ms=_int(
+            env,
+            "ESCALATIONS_CHECKPOINT_INTERVAL_MS",
+            1000,
+            1,
+            3_600_000,
+            "ESCALATIONS_CHECKPOINT_INTERVAL_MS=1000",
+        ),
+        max_open_files=_int(
+            env,
+            "ESCALATIONS_MAX_OPEN_FILES",
+            1024,
+            16,
+            1_000_000,
+            "ESCALATIONS_MAX_OPEN_FILES=1024",
+        ),
         drain_timeout_s=_float(
             env, "ESCALATIONS_DRAIN_TIMEOUT", 10.0, "ESCALATIONS_DRAIN_TIMEOUT=10"
         ),

@@ -202,7 +202,9 @@ class Runtime:
         )
         self.codec = Codec(self.ids.known())
         self.decoder = Decoder(self.codec, self.ids)
-        self.sink = sink or FileSink(settings.state_root, fsync=settings.fsync)
+        self.sink = sink or FileSink(
+            settings.state_root, fsync=settings.fsync, max_open_files=settings.max_open_files
+        )
         self.stats = Stats.empty()
         self.metrics = Metrics()
         self.handoff = Handoff()
@@ -319,7 +321,15 @@ class Runtime:
                 topics=[settings.output_topic],
                 handle=self._handler("sink", sink_stage.process, self.reports.send_if_due),
                 on_assigned=self.on_sink_assigned,
-                summary=lambda: f"{self.stats.summary()}; {self.sync_summary()}",
+                summary=lambda: (
+                    f"{self.stats.summary()}; {self.sync_summary()}; {self.sink.summary()}"
+                ),
+                # Commits only after a checkpoint made what was handled durable.
+                checkpoint=self._sink_checkpoint(sink_stage),
+                checkpoint_interval_s=settings.checkpoint_interval_ms / 1000,
+                checkpoint_due=self.sink.checkpoint_due,
+                on_caught_up=lambda: self.guarded(sink_stage.caught_up()),
+                on_idle=lambda: self.guarded(sink_stage.idle()),
                 **common,
             ),
         ]
@@ -340,6 +350,19 @@ class Runtime:
             settings.dlq_topic,
             settings.partitions,
         )
+
+    def _sink_checkpoint(self, stage: SinkStage) -> Callable[[], Awaitable[None]]:
+        """The sink source's checkpoint: a failure stops the worker, and never returns (so the
+        source commits nothing it did not make durable)."""
+
+        async def checkpoint() -> None:
+            try:
+                await stage.checkpoint()
+            except Exception as exc:
+                self.fatal(exc)
+                raise
+
+        return checkpoint
 
     async def on_sink_assigned(self, assigned: set[Any]) -> None:
         """Reload positions (another worker may have written) and repair torn tails at once."""

@@ -3,9 +3,12 @@
 Faust dispatches records one by one (tens of µs each) and its offset bookkeeping was seen to
 commit past records it had not processed when run against the embedded broker (see the
 README). This service owns an ``AIOKafkaConsumer``: it fetches batches, hands each batch to
-the pipeline, and commits the batch's offsets only after the pipeline returned (entries
-acknowledged by the broker, lines fsynced, positions recorded). A rebalance waits for the
-batch in hand; a stop finishes it.
+the pipeline, and commits offsets only after the pipeline returned. Without a ``checkpoint``
+it commits after every batch (the map stage: entries acknowledged by the broker). With one
+(the sink stage) it accumulates the batches' offsets and, every ``checkpoint_interval_s``
+(or sooner when ``checkpoint_due`` says so), on revoke and on stop, awaits ``checkpoint``
+(lines durable, positions recorded) and commits what it had accumulated before it. A
+rebalance waits for the batch in hand; a stop finishes it.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ from streams.settings import MAX_REQUEST_BYTES
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Batch", "BatchSource", "Checkpoint", "Handler", "OnAssigned"]
+
 Batch = Mapping[TopicPartition, Sequence[Any]]
 Handler = Callable[[Batch], Awaitable[None]]
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
+#: Makes everything handled so far durable; raises when it could not (nothing is committed).
+Checkpoint = Callable[[], Awaitable[None]]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -34,17 +41,23 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.source = source
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # The batch in hand finishes (and commits) before its partitions move on.
+        # The batch in hand finishes, and what was handled is checkpointed and committed,
+        # before the partitions move on.
         try:
-            await asyncio.wait_for(self.source.idle(), self.source.revoke_timeout_s)
+            await asyncio.wait_for(self.source.flush(), self.source.revoke_timeout_s)
         except TimeoutError:
-            log.warning("rebalance: batch still running after %ss", self.source.revoke_timeout_s)
+            log.warning(
+                "rebalance: batch or checkpoint still running after %ss: not committed",
+                self.source.revoke_timeout_s,
+            )
+        self.source.forget(revoked)
         log.info("rebalance: revoked %s", _tps(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("rebalance: assigned %s", _tps(assigned))
         await self.source.on_assigned(set(assigned))
         self.source.processed = {}
+        self.source.catching_up = True
         self.source.last_progress = time.monotonic()
         self.source.ready = True
 
@@ -71,6 +84,11 @@ class BatchSource(Service):
         stop_timeout_s: float = 8.0,
         summary: Callable[[], str] = lambda: "",
         client_options: Mapping[str, Any] | None = None,
+        checkpoint: Checkpoint | None = None,
+        checkpoint_interval_s: float = 1.0,
+        checkpoint_due: Callable[[], bool] | None = None,
+        on_caught_up: Callable[[], Awaitable[None]] | None = None,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -87,6 +105,17 @@ class BatchSource(Service):
         self.revoke_timeout_s = revoke_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.summary = summary
+        #: None: commit after every batch; else checkpoint, then commit, every interval.
+        self.checkpoint = checkpoint
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.checkpoint_due = checkpoint_due
+        #: Called once per assignment, when a fetch finds every assigned partition at its end.
+        self.on_caught_up = on_caught_up
+        #: Called when a fetch finds nothing and nothing is left to commit.
+        self.on_idle = on_idle
+        self.catching_up = False
+        self.uncommitted: dict[TopicPartition, int] = {}  # handled, not yet checkpointed
+        self.checkpointed_at = time.monotonic()
         self._busy = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.batches = 0
@@ -123,6 +152,18 @@ class BatchSource(Service):
         async with self._busy:
             pass
 
+    async def flush(self) -> None:
+        """Once the batch in hand is done: checkpoint and commit what was handled."""
+        async with self._busy:
+            consumer = self.consumer
+            if consumer is not None and self.uncommitted:
+                await self._checkpoint(consumer)
+
+    def forget(self, revoked: set[TopicPartition]) -> None:
+        """Revoked partitions: what was handled and not committed is the next owner's."""
+        for tp in revoked:
+            self.uncommitted.pop(tp, None)
+
     async def on_start(self) -> None:
         session_ms = int(self.session_timeout_s * 1000)
         self.consumer = AIOKafkaConsumer(
@@ -146,12 +187,20 @@ class BatchSource(Service):
         consumer, self.consumer = self.consumer, None
         if consumer is None:
             return
+        deadline = time.monotonic() + self.stop_timeout_s
         try:
             await asyncio.wait_for(self._busy.acquire(), self.stop_timeout_s)
         except TimeoutError:
             log.warning("stop: the batch in hand did not finish within %ss", self.stop_timeout_s)
         else:
-            self._busy.release()
+            try:
+                if self.uncommitted:
+                    remaining = max(0.1, deadline - time.monotonic())
+                    await asyncio.wait_for(self._checkpoint(consumer), remaining)
+            except TimeoutError:
+                log.warning("stop: checkpoint not done within %ss: not committed", remaining)
+            finally:
+                self._busy.release()
         await consumer.stop()
         log.info(
             "source: group %s stopped after %d batches: %s",
@@ -170,22 +219,65 @@ class BatchSource(Service):
                 timeout_ms=self.fetch_wait_ms, max_records=self.batch_max
             )
             if not batch:
+                await self._idle(consumer)
                 continue
             async with self._busy:
                 if self.consumer is None:
                     return  # stopping: the fetched batch is consumed again by the next owner
                 self.batch_started = time.monotonic()
                 await self.handle(batch)
-                await self._commit(consumer, batch)
+                offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+                if self.checkpoint is None:
+                    await self._commit(consumer, offsets)
+                else:
+                    self.uncommitted.update(offsets)
+                    if self._due():
+                        await self._checkpoint(consumer)
                 self.batches += 1
-                for tp, records in batch.items():
-                    if records:
-                        self.processed[tp] = records[-1].offset + 1
+                self.processed.update(offsets)
                 self.last_progress = time.monotonic()
                 self.batch_started = None
 
-    async def _commit(self, consumer: AIOKafkaConsumer, batch: Batch) -> None:
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+    def _due(self) -> bool:
+        if time.monotonic() - self.checkpointed_at >= self.checkpoint_interval_s:
+            return True
+        return self.checkpoint_due is not None and self.checkpoint_due()
+
+    async def _idle(self, consumer: AIOKafkaConsumer) -> None:
+        """Nothing fetched: a checkpoint when one is due; the end of the replay, once."""
+        if self.uncommitted and self._due():
+            async with self._busy:
+                if self.consumer is not None and self.uncommitted:
+                    await self._checkpoint(consumer)
+        if self.catching_up and self.on_caught_up is not None and self._at_end(consumer):
+            self.catching_up = False
+            async with self._busy:
+                await self.on_caught_up()
+        if self.on_idle is not None and not self.uncommitted:
+            async with self._busy:
+                await self.on_idle()
+
+    def _at_end(self, consumer: AIOKafkaConsumer) -> bool:
+        """Every assigned partition has answered a fetch, and none returned records."""
+        assigned = consumer.assignment()
+        return bool(assigned) and all(consumer.highwater(tp) is not None for tp in assigned)
+
+    async def _checkpoint(self, consumer: AIOKafkaConsumer) -> None:
+        """Checkpoint (everything handled durable), then commit what was handled before it."""
+        assert self.checkpoint is not None
+        offsets, self.uncommitted = self.uncommitted, {}
+        try:
+            await self.checkpoint()
+        except BaseException:
+            self.uncommitted = {**offsets, **self.uncommitted}
+            raise
+        self.checkpointed_at = time.monotonic()
+        owned = consumer.assignment()
+        await self._commit(consumer, {tp: o for tp, o in offsets.items() if tp in owned})
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:

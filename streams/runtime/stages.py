@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from streams.contracts.codec import schema_id_of
 from streams.contracts.decoder import Decoder
@@ -21,8 +21,11 @@ from streams.core.records import SinkLine, entry_datum, session_id_problem, sink
 from streams.errors import Coordinates, InvalidRecordError, RecordError, SinkError
 from streams.runtime.handoff import Handoff
 from streams.runtime.stats import Stats
-from streams.sink.files import FileSink, WriteResult
+from streams.sink.checkpoint import CheckpointResult
+from streams.sink.files import FileSink, LockBusy
 from streams.sink.position import SinkPosition
+
+__all__ = ["MapStage", "OnWritten", "RawRecord", "Send", "SendAll", "SinkStage"]
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +130,19 @@ class MapStage:
             self.handoff.put(placed, [value for _, value in entries], datums)
 
 
-#: Called with each session's new position after a batch.
+#: Called with each session's newly recorded (durable) position after a checkpoint.
 OnWritten = Callable[[str, SinkPosition], None]
+
+T = TypeVar("T")
 
 
 class SinkStage:
-    """escalations -> <state root>/<session>/pending_escalations.jsonl, exactly once."""
+    """escalations -> <state root>/<session>/pending_escalations.jsonl, exactly once.
+
+    ``process`` writes a batch's lines (visible at once, not synced); ``checkpoint`` makes
+    everything written durable and records the positions (the source commits after it);
+    ``caught_up`` tells the sink the replay after an assignment has reached the end.
+    """
 
     def __init__(
         self,
@@ -153,7 +163,7 @@ class SinkStage:
         self.handoff = handoff
 
     async def process(self, records: Sequence[RawRecord]) -> None:
-        """Write a batch: one write + fsync per state directory, positions recorded."""
+        """Write a batch: one ``pwrite`` per state directory, on cached descriptors."""
         lines: list[SinkLine] = []
         pending: list[Awaitable[Any]] = []
         handoff = self.handoff
@@ -184,28 +194,81 @@ class SinkStage:
             except RecordError as exc:
                 pending.append(await _dead_letter(self.dead_letter, self.stats, r, exc))
         if lines:
-            result = await self._write(lines)
-            self.stats.lines_written += result.appended
-            self.stats.repeats_skipped += len(lines) - result.appended
-            if self.on_written is not None:
-                for session_id, position in result.positions.items():
-                    self.on_written(session_id, position)
+            appended = await self._retry("write", lambda: self._write(lines))
+            self.stats.lines_written += appended
+            self.stats.repeats_skipped += len(lines) - appended
         await asyncio.gather(*pending)
 
-    async def _write(self, lines: Iterable[SinkLine]) -> WriteResult:
-        batch = list(lines)
+    async def _write(self, lines: list[SinkLine]) -> int:
+        """Writes inline (see ``_inline``); returns how many lines were appended."""
+        try:
+            return self.sink.write(lines, wait=False).appended
+        except LockBusy as busy:
+            result = await asyncio.to_thread(self.sink.write, lines)
+            return busy.appended + result.appended
+
+    async def checkpoint(self) -> None:
+        """Everything written durable, positions recorded; raises when that failed (then the
+        caller must not commit)."""
+        result = await self._retry("checkpoint", self._checkpoint)
+        if self.on_written is not None:
+            for session_id, position in result.positions.items():
+                self.on_written(session_id, position)
+
+    async def _checkpoint(self) -> CheckpointResult:
+        """The syncs in a thread (one long system call each); the position writes inline."""
+        checkpoints = self.sink.checkpoints
+        rnd = checkpoints.begin()
+        if rnd is None:
+            return CheckpointResult({}, 0.0, None)
+        try:
+            if self.sink.fsync:
+                await asyncio.to_thread(checkpoints.sync, rnd, data=True)
+            await self._inline(checkpoints.record, rnd)
+            if self.sink.fsync and rnd.positions:
+                await asyncio.to_thread(checkpoints.sync, rnd, data=False)
+        except BaseException:
+            checkpoints.abort(rnd)
+            raise
+        return checkpoints.finish(rnd)
+
+    async def caught_up(self) -> None:
+        """The replay after an assignment reached the end: cut the tails it did not explain."""
+        await self._retry("recovery", lambda: self._inline(self.sink.caught_up))
+
+    async def idle(self) -> None:
+        """Nothing to consume: close the sink's cached files once it has been idle a while."""
+        if len(self.sink.fds):
+            self.sink.release_idle()
+
+    @staticmethod
+    async def _inline(work: Callable[..., T], *args: Any) -> T:
+        """Short file operations run on the event loop: from a thread, each of their many
+        system calls would wait for the GIL the loop holds (measured: the sink's opens and
+        writes took several times longer). A directory lock held by another process (a
+        rebuild, a stuck writer) must not block the loop (health checks run there): then the
+        operation is done again in a thread, where waiting is harmless (what was written
+        is skipped by its offsets)."""
+        try:
+            return work(*args, wait=False)
+        except LockBusy:
+            return await asyncio.to_thread(work, *args)
+
+    async def _retry(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Runs ``attempt``; transient I/O errors are retried with backoff."""
         delay = 0.1
-        for attempt in range(1, self.retries + 1):
+        for n in range(1, self.retries + 1):
             try:
-                return await asyncio.to_thread(self.sink.write, batch)
+                return await attempt()
             except OSError as exc:
-                if attempt == self.retries:
+                if n == self.retries:
                     raise SinkError(
-                        f"cannot write under {self.sink.root} after {attempt} attempts: {exc}"
+                        f"sink {what} under {self.sink.root} failed after {n} attempts: {exc}"
                     ) from exc
                 log.warning(
-                    "sink write failed (attempt %d/%d), retrying in %.1fs: %s",
-                    attempt,
+                    "sink %s failed (attempt %d/%d), retrying in %.1fs: %s",
+                    what,
+                    n,
                     self.retries,
                     delay,
                     exc,

@@ -1,122 +1,130 @@
 """The file sink: ``<state root>/<session id>/pending_escalations.jsonl``, exactly once.
 
-Each state directory has a position file next to its JSONL file, updated *after* the lines
-are appended and fsynced and *before* the consumer offset is committed. The position says
-how many bytes of the file are good and, per source partition, the last bus-event offset
-written. It has two page-aligned slots, written in turn in place (one ``pwrite`` and one
-``fdatasync``, no rename): a torn slot fails its checksum and the other slot, one step
-older, still holds. On first touch after a (re)assignment the sink truncates any torn tail
-past the recorded size, and it skips every entry at or below the recorded offset, so
-replays and repeats on the output topic write nothing twice.
+Cheap work per batch, durability as a checkpoint (the Kafka Connect / Flink model):
+
+- :meth:`FileSink.write` appends each state directory's new lines with one ``pwrite`` on a
+  cached descriptor, under the directory's ``flock``: visible at once, not synced.
+- :meth:`FileSink.checkpoint` (every ``ESCALATIONS_CHECKPOINT_INTERVAL_MS``, on revoke and on
+  stop; the source commits the sink group's offsets only after it returned) makes every file
+  written since the last one durable with one ``syncfs(2)``, writes each written directory's
+  position slot (size, entries, last source offset per source partition), and syncs again.
+- :meth:`FileSink.recover` (on partition assignment) reloads the owned directories. Bytes past
+  a recorded position are kept: the replay from the committed offsets writes the same lines
+  again, so they are compared and written over, and the file is cut only at the first byte
+  that differs (a torn last line is completed). :meth:`FileSink.caught_up` cuts what the
+  replay did not reproduce once it has reached the end of the partitions.
+
+Lines at or below a session's recorded source offsets are skipped (already written), so the
+output topic's repeats write nothing twice. A directory whose file is shorter than what was
+recorded or written (truncated, deleted, or deleted as a whole while this worker knew it) is
+*corrupt*: its lines are skipped until ``escalations sink rebuild`` restores it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
-import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from streams.core.records import SinkLine, session_id_problem
 from streams.errors import SinkCorruptionError, SinkError
-from streams.sink.position import (
-    POSITION_NAME,
-    SinkPosition,
-    datasync,
-    fsync_dir,
-    read_position,
-    stage_position,
-    write_all,
-    write_position,
-)
+from streams.sink.checkpoint import CheckpointResult, Checkpoints
+from streams.sink.fdcache import Descriptors
+from streams.sink.fileio import OS_FILES, FileLayer, raise_open_file_limit, read_all, write_all
+from streams.sink.position import POSITION_NAME, SinkPosition, load_position, write_position
+from streams.sink.sessions import FILE_NAME, LOCK_NAME, LockBusy, SessionFiles
+from streams.sink.state import SessionState, Tail, advance, fresh_lines
+
+__all__ = [
+    "DEFAULT_MAX_OPEN_FILES",
+    "FILE_NAME",
+    "LOCK_NAME",
+    "CheckpointResult",
+    "FileSink",
+    "LockBusy",
+    "WriteResult",
+]
 
 log = logging.getLogger(__name__)
 
-FILE_NAME: Final = "pending_escalations.jsonl"
+DEFAULT_MAX_OPEN_FILES: Final = 1024
+#: Bytes written since the last checkpoint that make the next one due at once.
+CHECKPOINT_BYTES: Final = 64 * 1024 * 1024
+#: Seconds without a write after which an idle sink closes its cached descriptors.
+IDLE_CLOSE_S: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    positions: dict[str, SinkPosition]  # new position of every session that got lines
+    #: The position (written, not yet durable) of each session that got lines.
+    positions: dict[str, SinkPosition]
     appended: int  # lines appended; the rest were at or below a recorded offset
     corrupt: dict[str, str] = field(default_factory=dict)  # sessions skipped, and why
 
 
-@dataclass(slots=True)
-class _Append:
-    """A state directory's lines written in this round, not yet durable."""
-
-    session_id: str
-    directory: Path
-    before: SinkPosition
-    after: SinkPosition
-    data_fd: int
-    position_fd: int | None = None  # None: the position was recorded durably already
-
-
-def _sync(fd: int | None) -> OSError | None:
-    """Make a file's written data durable; the error instead of raising it."""
-    if fd is None:
-        return None
-    try:
-        datasync(fd)
-    except OSError as exc:
-        return exc
-    return None
-
-
-LOCK_NAME: Final = ".lock"
-FSYNC_THREADS: Final = 8  # state directories written (and fsynced) at once
-
-
 class FileSink:
-    """Appends lines per state directory with fsync and durable positions.
+    """Appends lines per state directory; a checkpoint makes them durable and records positions.
 
-    Every change to a state directory happens under an exclusive ``flock`` on its lock
-    file and starts from the position on disk, so ``escalations sink rebuild`` (another
-    process) can replace a file while the worker runs. A directory whose file is shorter
-    than its recorded position is *corrupt*: its lines are skipped (they stay on the output
-    topic, from which ``sink rebuild`` restores the file) and the other sessions go on.
+    Thread-safe: one write, checkpoint or recovery at a time (they run in worker threads);
+    the views (``known_positions``, ``corrupt_sessions``) may be read from the event loop.
     """
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        fsync: bool = True,
+        max_open_files: int = DEFAULT_MAX_OPEN_FILES,
+        files: FileLayer = OS_FILES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.root = root.resolve()
         #: False: lines and positions reach the page cache only (benchmarks, throwaway state):
         #: a killed process loses nothing, a power loss or kernel crash can.
         self.fsync = fsync
-        self._positions: dict[str, SinkPosition] = {}
+        self.files = files
+        self.clock = clock
+        self.max_open_files = max_open_files
+        self.fds = Descriptors(files, max_open_files)
+        self.sessions_io = SessionFiles(files, self.fds)
+        self.checkpoints = Checkpoints(self)
+        self.states: dict[str, SessionState] = {}
+        #: Per session, the most this worker saw in the file (views; a file that later holds
+        #: fewer bytes, or a directory that vanishes, is corrupt).
+        self._known: dict[str, SinkPosition] = {}
         self._corrupt: dict[str, str] = {}  # session -> why its lines are being skipped
-        #: Guards the two dicts above for the moments they change or are copied: the event
-        #: loop reads them (views, metrics) while a write round holds ``_lock`` in a thread.
+        self.dirty: set[str] = set()  # sessions written since the last checkpoint
+        self._tails: set[str] = set()  # recovered tails the replay has not explained yet
+        self.unsynced_bytes = 0
+        self.checkpoint_bytes = CHECKPOINT_BYTES
+        self.last_write = clock()
+        #: Guards the views for the moments they change or are copied.
         self._views = threading.Lock()
-        self._lock = threading.Lock()
-        self.syncs = 0  # durable appends (write + fsync + position) so far
-        self.sync_seconds = 0.0  # wall time of the rounds that appended something
-        self.on_sync: Callable[[float], None] | None = None  # each durable append's seconds
-        self._executor: ThreadPoolExecutor | None = None
+        self.lock = threading.Lock()  # one write, checkpoint or recovery at a time
+        self.on_sync: Callable[[float], None] | None = None  # each checkpoint's seconds
+
+    # -- set-up and names -----------------------------------------------------------------------
 
     def check_root(self) -> None:
-        """Fail fast, with a clear error, when the state root cannot be written."""
+        """Fail fast, with a clear error, when the state root cannot be written; fit the
+        descriptor cache to the process's open-file limit."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             # Nameless where the OS allows (O_TMPFILE): it cannot collide with a session.
             with tempfile.TemporaryFile(dir=self.root) as probe:
                 probe.write(b"probe")
                 probe.flush()
-                os.fsync(probe.fileno())
         except OSError as exc:
             raise SinkError(
                 f"ESCALATIONS_STATE_ROOT={str(self.root)!r} is not a writable directory: {exc}"
             ) from exc
+        self.fds.capacity = raise_open_file_limit(self.max_open_files)
 
     def directory(self, session_id: str) -> Path:
         problem = session_id_problem(session_id)
@@ -129,62 +137,51 @@ class FileSink:
 
     def sessions(self) -> list[str]:
         """Every state directory under the root whose name is a valid session id."""
-        if not self.root.is_dir():
+        try:
+            names = self.files.list_dirs(self.root)
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and session_id_problem(p.name) is None
-        )
+        return sorted(n for n in names if session_id_problem(n) is None)
 
-    def recover(self, owns: Callable[[str], bool]) -> int:
-        """Forget what is known of positions (after a rebalance another worker may have
-        written), then recover (truncate torn tails of) every state directory we own.
-
-        Called on partition assignment (in a thread: it does file I/O); returns how many
-        directories were checked.
-        """
-        checked = 0
-        with self._lock:
-            with self._views:
-                self._positions.clear()
-                self._corrupt.clear()
-            for name in self.sessions():
-                if owns(name):
-                    checked += 1
-                    try:
-                        with ExitStack() as held:
-                            self._stage(held, name, [])
-                    except SinkCorruptionError as exc:
-                        self._skip(name, exc)
-        return checked
-
-    def position(self, session_id: str) -> SinkPosition:
-        """The recorded position, recovering the directory (torn tail) first."""
-        with self._lock:
-            directory = self.directory(session_id)
-            if not directory.is_dir():
-                return SinkPosition()
-            with _dir_lock(directory):
-                return self._recover(directory)
+    # -- views ----------------------------------------------------------------------------------
 
     def known_positions(self) -> dict[str, SinkPosition]:
-        """The last position this sink saw per session (for views and metrics)."""
+        """The last position this sink saw per session (written; for views and metrics)."""
         with self._views:
-            return dict(self._positions)
+            return dict(self._known)
 
     def corrupt_sessions(self) -> dict[str, str]:
         """Sessions whose lines are being skipped until rebuilt, and why (a copy)."""
         with self._views:
             return dict(self._corrupt)
 
-    def write(self, lines: Iterable[SinkLine]) -> WriteResult:
-        """Append each session's new lines, make them durable, then record the positions.
+    @property
+    def syncs(self) -> int:
+        """Positions recorded durably so far (one per written directory and checkpoint)."""
+        return self.checkpoints.recorded
 
-        One round per batch: every state directory's lines are written (one ``write`` each)
-        under its ``flock``, then all of them are synced side by side, then every position
-        slot is written and synced side by side; the locks are held until the round ends.
-        Lines at or below a session's recorded source offset are skipped (already written).
-        A corrupt session is skipped and reported; an I/O error in one session does not stop
-        the others, and is raised once their round is complete.
+    @property
+    def sync_seconds(self) -> float:
+        """Wall time of the checkpoints so far."""
+        return self.checkpoints.seconds
+
+    def checkpoint_due(self) -> bool:
+        """Enough bytes were written since the last checkpoint to take one now."""
+        return self.unsynced_bytes >= self.checkpoint_bytes
+
+    def summary(self) -> str:
+        """The sink's counters, for the worker's log lines."""
+        return self.checkpoints.summary(self.fds)
+
+    # -- the work -------------------------------------------------------------------------------
+
+    def write(self, lines: Iterable[SinkLine], *, wait: bool = True) -> WriteResult:
+        """Appends each session's new lines (one ``pwrite`` per state directory, not synced).
+
+        Lines at or below a session's recorded source offsets are skipped. A corrupt session is
+        skipped and reported; an I/O error in one session does not stop the others, and is
+        raised once they are written (the batch is then retried: what was written is skipped).
+        With ``wait`` False a directory locked by another process raises ``LockBusy`` at once.
         """
         by_session: dict[str, list[SinkLine]] = {}
         for item in lines:
@@ -193,51 +190,248 @@ class FileSink:
         corrupt: dict[str, str] = {}
         failures: list[OSError] = []
         appended = 0
-        started = time.perf_counter()
-        with self._lock, ExitStack() as held:
-            staged: list[_Append] = []
-            # Locks are taken in one global order: two writers (say, a worker that has not yet
-            # noticed it lost a partition, and its successor) can never wait for each other.
-            for session_id, items in sorted(by_session.items()):
+        with self.lock:
+            for session_id, items in by_session.items():
                 try:
-                    append = self._stage(held, session_id, items)
+                    added = self._append(session_id, items, wait)
                 except SinkCorruptionError as exc:
-                    self._skip(session_id, exc)
+                    self.skip(session_id, exc)
                     corrupt[session_id] = str(exc)
                     continue
                 except OSError as exc:
                     failures.append(exc)
                     continue
-                self._healthy(session_id)
-                if append is not None:
-                    staged.append(append)
-            durable = self._sync_all(staged, lambda a: a.data_fd, failures)
-            recorded: list[_Append] = []
-            for append in durable:
-                try:
-                    fd = stage_position(append.directory, append.after)
-                except OSError as exc:
-                    failures.append(exc)
-                    continue
-                if fd is not None:
-                    held.callback(os.close, fd)
-                append.position_fd = fd
-                recorded.append(append)
-            for append in self._sync_all(recorded, lambda a: a.position_fd, failures):
-                self._seen(append.session_id, append.after)
-                written[append.session_id] = append.after
-                appended += append.after.entries - append.before.entries
-            took = time.perf_counter() - started
-        if written:
-            self.syncs += len(written)
-            self.sync_seconds += took
-            if self.on_sync is not None:
-                self.on_sync(took)
+                except LockBusy as busy:
+                    busy.appended = appended
+                    raise
+                if added:
+                    appended += added
+                    written[session_id] = self.states[session_id].position
         if failures:
             raise failures[0]
         return WriteResult(written, appended, corrupt)
 
-    def _skip(self, session_id: str, exc: SinkCorruptionError) -> None:
+    def checkpoint(self) -> CheckpointResult:
+        """Makes every line written so far durable and records the positions (see
+        :class:`streams.sink.checkpoint.Checkpoints`); the caller commits after it."""
+        return self.checkpoints.run()
+
+    def recover(self, owns: Callable[[str], bool]) -> int:
+        """Forget what is known of the files (after a rebalance another worker may have written),
+        then reload every state directory we own; returns how many were checked.
+
+        Called on partition assignment (in a thread: it does file I/O). Bytes past a recorded
+        position are kept for the replay to compare with (see :meth:`caught_up`).
+        """
+        checked = 0
+        with self.lock:
+            self.fds.clear()
+            self.states.clear()
+            self.dirty.clear()
+            self._tails.clear()
+            self.unsynced_bytes = 0
+            with self._views:
+                self._corrupt.clear()
+            known = {name for name, position in self._known.items() if position.size}
+            for name in sorted(set(self.sessions()) | known):
+                if not owns(name):
+                    continue
+                checked += 1
+                try:
+                    state = self._state(name)
+                    self.locked(state, lambda s: None)
+                except SinkCorruptionError as exc:
+                    self.skip(name, exc)
+                    continue
+                if state.tail and state.tail_kind is Tail.FOREIGN:
+                    state.tail_kind = Tail.RECOVERED
+                if state.tail_kind is Tail.RECOVERED:
+                    self._tails.add(name)
+        return checked
+
+    def caught_up(self, *, wait: bool = True) -> int:
+        """The replay has reached the end of the assigned partitions: cut the recovered tails it
+        did not write again (a torn write, or bytes appended outside the sink); returns how
+        many bytes were cut. Tails of files without a position are kept (maybe adopted)."""
+        cut = 0
+        with self.lock:
+            names = sorted(self._tails)
+            for name in names:
+                state = self.states.get(name)
+                if state is None or state.tail_kind is not Tail.RECOVERED:
+                    continue
+                try:
+                    cut += self.locked(
+                        state,
+                        lambda s: self.sessions_io.cut(s) if s.tail_kind is Tail.RECOVERED else 0,
+                        wait=wait,
+                    )
+                except SinkCorruptionError as exc:
+                    self.skip(name, exc)
+                self._tails.discard(name)
+            self._tails.clear()
+        return cut
+
+    def replace(self, session_id: str, lines: list[SinkLine]) -> SinkPosition | None:
+        """Rewrite a session's file from scratch with ``lines`` (``escalations sink rebuild``).
+
+        ``lines`` must hold every entry of the session in output-topic order; repeats are
+        dropped as the sink drops them. Atomic: readers see the old file or the new one.
+        Returns None, changing nothing, when the file holds more than ``lines`` explain: a
+        recorded offset past them, or bytes past the recorded position (lines a worker wrote
+        and has not checkpointed yet) that are not where ``lines`` put them (read more and try
+        again). A worker notices the new file under the lock and reloads it.
+        """
+        directory = self.directory(session_id)
+        files = self.files
+        with self.lock:
+            if files.stat(self.root) is None:
+                files.mkdir(self.root)
+            files.mkdir(directory)
+            self._forget(session_id)  # no descriptor of ours stays on the file replaced
+            lock_fd = files.open(directory / LOCK_NAME, create=True)
+            try:
+                files.lock(lock_fd)
+                position = self._replace_locked(directory, lines)
+            finally:
+                files.close(lock_fd)
+            if position is None:
+                return None
+            self._forget(session_id)
+            self._seen(session_id, position)
+            self._healthy(session_id)
+            return position
+
+    def release_idle(self, idle_s: float = IDLE_CLOSE_S) -> int:
+        """Closes the cached descriptors once nothing was written for ``idle_s`` and everything
+        is checkpointed: an idle worker keeps no file open on the volume (so it can be
+        remounted or unmounted). Returns how many were closed."""
+        if not len(self.fds) or self.dirty or self.clock() - self.last_write < idle_s:
+            return 0
+        with self.lock:
+            if self.dirty:
+                return 0
+            closed = len(self.fds)
+            self.fds.clear()
+            self.checkpoints.close()
+        return closed
+
+    def close(self) -> None:
+        """Closes every cached descriptor (tests; the worker's exit closes them anyway)."""
+        with self.lock:
+            self.fds.clear()
+            self.checkpoints.close()
+
+    # -- internals (called with self.lock held) -------------------------------------------------
+
+    def _state(self, session_id: str) -> SessionState:
+        state = self.states.get(session_id)
+        if state is None:
+            state = SessionState(session_id, self.directory(session_id))
+            self.states[session_id] = state
+        return state
+
+    def locked(
+        self, state: SessionState, work: Callable[[SessionState], int | None], *, wait: bool = True
+    ) -> int:
+        """Runs ``work`` with the directory locked and the state checked against its files."""
+        known = self._known.get(state.name)
+        io = self.sessions_io
+        try:
+            io.acquire(state, 0 if known is None else known.size, wait=wait)
+        except SinkCorruptionError:
+            self._forget(state.name)
+            raise
+        try:
+            if self._corrupt:
+                self._healthy(state.name)
+            result = work(state)
+        finally:
+            io.release(state)
+        if known is not state.position:
+            self._seen(state.name, state.position)
+        return result or 0
+
+    def _append(self, session_id: str, items: list[SinkLine], wait: bool = True) -> int:
+        state = self._state(session_id)
+        if state.loaded and not fresh_lines(state.position, items):
+            return 0  # every line is at or below the offsets: nothing to lock or write
+
+        def put(s: SessionState) -> int:
+            fresh = fresh_lines(s.position, items)
+            if not fresh:
+                return 0
+            payload = b"".join(item.line for item in fresh)
+            self.sessions_io.put(s, payload, len(fresh[0].line))
+            s.position = advance(s.position, fresh, len(payload))
+            if s.dirty_since is None:
+                s.dirty_since = self.clock()
+            self.dirty.add(s.name)
+            self.unsynced_bytes += len(payload)
+            self.last_write = self.clock()
+            return len(fresh)
+
+        return self.locked(state, put, wait=wait)
+
+    def _replace_locked(self, directory: Path, lines: list[SinkLine]) -> SinkPosition | None:
+        files = self.files
+        fresh = fresh_lines(SinkPosition(), lines)
+        payload = b"".join(item.line for item in fresh)
+        position = advance(SinkPosition(), fresh, len(payload)) if fresh else SinkPosition()
+        recorded = SinkPosition()
+        try:
+            fd = files.open(directory / POSITION_NAME)
+        except FileNotFoundError:
+            pass
+        else:
+            try:
+                recorded = load_position(files, fd, directory / POSITION_NAME)
+            except SinkCorruptionError:
+                recorded = SinkPosition()
+            finally:
+                files.close(fd)
+        if any(o > position.offsets.get(s, -1) for s, o in recorded.offsets.items()):
+            return None
+        current = b""
+        try:
+            fd = files.open(directory / FILE_NAME, readonly=True)
+        except FileNotFoundError:
+            pass
+        else:
+            try:
+                current = read_all(files, fd)
+            finally:
+                files.close(fd)
+        if len(current) > recorded.size and not payload.startswith(current):
+            return None  # lines past the record that these lines do not explain
+        position = dataclasses.replace(position, seq=recorded.seq + 1)
+        tmp = directory / (FILE_NAME + ".rebuild")
+        fd = files.open(tmp, create=True)
+        try:
+            files.truncate(fd, 0)
+            write_all(files, fd, payload, 0)
+            files.datasync(fd)
+        finally:
+            files.close(fd)
+        # Position first (a bigger size than the old file is never "torn"), then the file.
+        write_position(files, directory, position)
+        files.replace(tmp, directory / FILE_NAME)
+        dir_fd = files.open_dir(directory)
+        try:
+            files.fsync(dir_fd)
+        finally:
+            files.close(dir_fd)
+        return position
+
+    def _forget(self, session_id: str) -> None:
+        """Drops what is held of a session (its descriptors, its state), not what was seen."""
+        state = self.states.pop(session_id, None)
+        self.dirty.discard(session_id)
+        self._tails.discard(session_id)
+        if state is not None:
+            self.fds.close_state(state)
+
+    def skip(self, session_id: str, exc: SinkCorruptionError) -> None:
         with self._views:
             known = self._corrupt.get(session_id)
             self._corrupt[session_id] = str(exc)
@@ -251,167 +445,4 @@ class FileSink:
 
     def _seen(self, session_id: str, position: SinkPosition) -> None:
         with self._views:
-            self._positions[session_id] = position
-
-    def _sync_all(
-        self,
-        appends: list[_Append],
-        fd_of: Callable[[_Append], int | None],
-        failures: list[OSError],
-    ) -> list[_Append]:
-        """Syncs the appends' files side by side; returns those that are durable."""
-        fds = [fd_of(a) for a in appends]
-        if not self.fsync:
-            return appends
-        if len(appends) > 1:
-            errors = list(self._pool().map(_sync, fds))
-        else:
-            errors = [_sync(fd) for fd in fds]
-        failures.extend(e for e in errors if e is not None)
-        return [a for a, e in zip(appends, errors, strict=True) if e is None]
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="sink-fsync")
-        return self._executor
-
-    def replace(self, session_id: str, lines: list[SinkLine]) -> SinkPosition | None:
-        """Rewrite a session's file from scratch with ``lines`` (``escalations sink rebuild``).
-
-        ``lines`` must hold every entry of the session in output-topic order; repeats are
-        dropped as the sink drops them. Atomic: readers see the old file or the new one.
-        Returns None, changing nothing, when the recorded position is already past ``lines``
-        (a worker wrote entries the caller has not read yet: read more and try again).
-        """
-        directory = self.directory(session_id)
-        directory.mkdir(parents=True, exist_ok=True)
-        with self._lock, _dir_lock(directory):
-            fresh, position = _fresh(SinkPosition(), lines)
-            try:
-                recorded = read_position(directory / POSITION_NAME) or SinkPosition()
-            except SinkCorruptionError:
-                recorded = SinkPosition()
-            position = dataclasses.replace(position, seq=recorded.seq + 1)
-            if any(o > position.offsets.get(s, -1) for s, o in recorded.offsets.items()):
-                return None
-            payload = b"".join(item.line for item in fresh)
-            tmp = directory / (FILE_NAME + ".rebuild")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                write_all(fd, payload)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            # Position first (a bigger size than the old file is never "torn"), then the file.
-            write_position(directory, position)
-            os.replace(tmp, directory / FILE_NAME)
-            fsync_dir(directory)
-            self._seen(session_id, position)
-            self._healthy(session_id)
-            return position
-
-    # -- internals (called with self._lock held) -------------------------------------------
-
-    def _stage(self, held: ExitStack, session_id: str, items: list[SinkLine]) -> _Append | None:
-        """Lock and recover the directory, then write (not sync) its fresh lines, if any."""
-        directory = self.directory(session_id)
-        if not directory.is_dir():
-            if not items:
-                return None
-            directory.mkdir(parents=True, exist_ok=True)
-            fsync_dir(self.root)
-        held.enter_context(_dir_lock(directory))
-        before = self._recover(directory)
-        self._seen(session_id, before)
-        fresh, after = _fresh(before, items)
-        if not fresh:
-            return None
-        if before.size == 0 and not (directory / POSITION_NAME).exists():
-            # Recorded before the first byte: a file without a position is never ours.
-            write_position(directory, before)
-        fd = os.open(directory / FILE_NAME, os.O_WRONLY | os.O_CREAT, 0o644)
-        held.callback(os.close, fd)
-        # At the recorded size: _recover cut whatever a failed earlier attempt left there.
-        payload = memoryview(b"".join(item.line for item in fresh))
-        at = before.size
-        while payload:
-            done = os.pwrite(fd, payload, at)
-            payload, at = payload[done:], at + done
-        return _Append(session_id, directory, before, after, fd)
-
-    def _recover(self, directory: Path) -> SinkPosition:
-        data = directory / FILE_NAME
-        position = read_position(directory / POSITION_NAME)
-        try:
-            size = data.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if position is None:
-            if size:
-                return self._adopt(directory, data)
-            return SinkPosition()
-        if size < position.size:
-            raise SinkCorruptionError(
-                f"{data} is {size} bytes but {position.size} were recorded as written: the file "
-                "was truncated or deleted outside the sink; run `escalations sink rebuild "
-                f"--session {directory.name}` to restore it from the output topic"
-            )
-        if size > position.size:
-            log.warning(
-                "%s: truncating %d bytes past the recorded position %d (torn or uncommitted tail)",
-                data,
-                size - position.size,
-                position.size,
-            )
-            with open(data, "r+b") as f:
-                f.truncate(position.size)
-                os.fsync(f.fileno())
-        return position
-
-    def _adopt(self, directory: Path, data: Path) -> SinkPosition:
-        """A file written by someone else (e.g. the original writer): keep its whole lines."""
-        content = data.read_bytes()
-        good = content.rfind(b"\n") + 1
-        log.warning(
-            "%s: adopting %d bytes written without a sink position (dropping a torn tail of %d)",
-            data,
-            good,
-            len(content) - good,
-        )
-        if good < len(content):
-            with open(data, "r+b") as f:
-                f.truncate(good)
-                os.fsync(f.fileno())
-        position = SinkPosition(size=good, entries=content.count(b"\n"))
-        write_position(directory, position)
-        return position
-
-
-def _fresh(position: SinkPosition, items: list[SinkLine]) -> tuple[list[SinkLine], SinkPosition]:
-    """The items past the recorded offsets, and the position after appending them."""
-    offsets = dict(position.offsets)
-    fresh: list[SinkLine] = []
-    for item in items:
-        if item.offset > offsets.get(item.source, -1):
-            offsets[item.source] = item.offset
-            fresh.append(item)
-    if not fresh:
-        return [], position
-    return fresh, SinkPosition(
-        size=position.size + sum(len(item.line) for item in fresh),
-        entries=position.entries + len(fresh),
-        offsets=offsets,
-        last_ts_us=fresh[-1].ts_us,
-        seq=position.seq + 1,
-    )
-
-
-@contextmanager
-def _dir_lock(directory: Path) -> Iterator[None]:
-    """An exclusive flock on the directory's lock file: one writer at a time, any process."""
-    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+            self._known[session_id] = position

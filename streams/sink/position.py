@@ -1,13 +1,14 @@
 """The position file of a state directory: how many bytes are good, the last offsets written.
 
-Two page-aligned slots, written in turn in place (one ``pwrite`` and one ``fdatasync``, no
-rename): a torn slot fails its checksum and the other slot, one step older, still holds.
+Two page-aligned slots, written in turn in place (one ``pwrite``, made durable by the
+checkpoint's sync, no rename): a torn slot fails its checksum and the other slot, one step
+older, still holds. A new file (or one whose slots are too small) is written whole under a
+temporary name and renamed into place.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import struct
 import zlib
 from collections.abc import Mapping
@@ -16,18 +17,18 @@ from pathlib import Path
 from typing import Final
 
 from streams.errors import SinkCorruptionError
+from streams.sink.fileio import OS_FILES, FileLayer, StrPath, read_all, write_all
 
 __all__ = [
     "POSITION_NAME",
     "SLOT_BYTES",
     "SinkPosition",
-    "datasync",
-    "fsync_dir",
+    "create_position",
+    "load_position",
     "parse_position",
     "position_slot",
     "read_position",
-    "stage_position",
-    "write_all",
+    "record_slot",
     "write_position",
 ]
 
@@ -56,7 +57,7 @@ class SinkPosition:
         ).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes, path: Path) -> SinkPosition:
+    def from_json(cls, raw: bytes, path: StrPath) -> SinkPosition:
         try:
             data = json.loads(raw)
             position = cls(
@@ -78,7 +79,7 @@ class SinkPosition:
 SLOT_BYTES: Final = 4096
 _SLOT_HEAD: Final = struct.Struct(">4sII")
 _SLOT_MAGIC: Final = b"ESP1"
-datasync = getattr(os, "fdatasync", os.fsync)
+TMP_SUFFIX: Final = ".tmp"
 
 
 def position_slot(body: bytes) -> bytes:
@@ -97,7 +98,7 @@ def _slot_body(raw: bytes) -> bytes | None:
     return body
 
 
-def parse_position(raw: bytes, path: Path) -> SinkPosition:
+def parse_position(raw: bytes, path: StrPath) -> SinkPosition:
     """The newest intact slot of a position file's bytes."""
     slot = len(raw) // 2
     if slot < SLOT_BYTES or len(raw) != 2 * slot or slot % SLOT_BYTES:
@@ -111,81 +112,80 @@ def parse_position(raw: bytes, path: Path) -> SinkPosition:
     return max((SinkPosition.from_json(b, path) for b in bodies), key=lambda p: p.seq)
 
 
-def read_position(path: Path) -> SinkPosition | None:
+def read_position(path: StrPath, files: FileLayer = OS_FILES) -> SinkPosition | None:
     """The position recorded in ``path``, None when there is none."""
     try:
-        raw = path.read_bytes()
+        fd = files.open(path, readonly=True)
     except FileNotFoundError:
         return None
-    return parse_position(raw, path)
+    try:
+        return load_position(files, fd, path)
+    finally:
+        files.close(fd)
 
 
-def write_position(directory: Path, position: SinkPosition) -> None:
-    """Record ``position`` durably."""
-    fd = stage_position(directory, position)
-    if fd is not None:
-        try:
-            datasync(fd)
-        finally:
-            os.close(fd)
+def load_position(files: FileLayer, fd: int, path: StrPath) -> SinkPosition:
+    """The newest intact slot of an open position file."""
+    return parse_position(read_all(files, fd), path)
 
 
-def stage_position(directory: Path, position: SinkPosition) -> int | None:
-    """Write ``position`` in place, in slot ``seq % 2``, and return the open file to sync.
-
-    Without a position file (or with slots too small for the offsets) a whole new file is
-    written, fsynced and renamed into place instead: then it is durable and None returns.
-    """
+def record_slot(files: FileLayer, fd: int, position: SinkPosition) -> bool:
+    """Writes ``position`` in place, in slot ``seq % 2`` (one ``pwrite`` within a page run);
+    False, writing nothing, when the file's slots are too small for it."""
     slot = position_slot(position.to_json())
+    size = files.fstat(fd).size
+    if size < 2 * len(slot) or size % (2 * SLOT_BYTES):
+        return False
+    at = (position.seq % 2) * (size // 2)
+    written = files.pwrite(fd, slot, at)
+    if written != len(slot):
+        raise OSError(f"short write of a position slot: {written} of {len(slot)} bytes")
+    return True
+
+
+def create_position(files: FileLayer, directory: Path, position: SinkPosition) -> None:
+    """A whole new position file (slots big enough for ``position``), renamed into place.
+
+    Not synced: the caller's next sync makes it durable (with its directory entry).
+    """
+    body = position_slot(position.to_json())
+    slot_size = SLOT_BYTES
+    while slot_size < len(body):
+        slot_size *= 2
+    slots = [bytes(slot_size), bytes(slot_size)]
+    slots[position.seq % 2] = body.ljust(slot_size, b"\0")
+    tmp = directory / (POSITION_NAME + TMP_SUFFIX)
+    fd = files.open(tmp, create=True)
+    try:
+        files.truncate(fd, 0)
+        write_all(files, fd, b"".join(slots), 0)
+    finally:
+        files.close(fd)
+    files.replace(tmp, directory / POSITION_NAME)
+
+
+def write_position(files: FileLayer, directory: Path, position: SinkPosition) -> None:
+    """Records ``position`` durably (in place when its slots fit, else a new file)."""
     path = directory / POSITION_NAME
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = files.open(path)
     except FileNotFoundError:
         fd = -1
     if fd >= 0:
         try:
-            size = os.fstat(fd).st_size
-            if size >= 2 * len(slot) and size % (2 * SLOT_BYTES) == 0:
-                _write_slot(fd, slot, (position.seq % 2) * (size // 2))
-                fd, staged = -1, fd
-                return staged
+            if record_slot(files, fd, position):
+                files.datasync(fd)
+                return
         finally:
-            if fd >= 0:
-                os.close(fd)
-    # First record (or a slot too small for the offsets): a whole new file, renamed in place.
-    slot_size = SLOT_BYTES
-    while slot_size < len(slot):
-        slot_size *= 2
-    slots = [bytes(slot_size), bytes(slot_size)]
-    slots[position.seq % 2] = slot.ljust(slot_size, b"\0")
-    tmp = directory / (POSITION_NAME + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            files.close(fd)
+    create_position(files, directory, position)
+    fd = files.open(path)
     try:
-        write_all(fd, b"".join(slots))
-        os.fsync(fd)
+        files.datasync(fd)
     finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(directory)
-    return None
-
-
-def _write_slot(fd: int, slot: bytes, at: int) -> None:
-    """One write within one page (made durable by the caller's sync)."""
-    written = os.pwrite(fd, slot, at)
-    if written != len(slot):
-        raise OSError(f"short write of a position slot: {written} of {len(slot)} bytes")
-
-
-def write_all(fd: int, payload: bytes) -> None:
-    view = memoryview(payload)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        files.close(fd)
+    dir_fd = files.open_dir(directory)
     try:
-        os.fsync(fd)
+        files.fsync(dir_fd)
     finally:
-        os.close(fd)
+        files.close(dir_fd)

@@ -1,53 +1,130 @@
-"""``escalations sink verify`` and ``escalations sink rebuild``: check and restore the files."""
+"""``escalations sink verify``: check each state directory against its recorded position.
+
+The directory is read under a shared ``flock`` of its lock file (the worker takes it
+exclusively for each write and each checkpoint), so a write in progress is never seen half
+done. Whole lines past the recorded position are normal between checkpoints: they are
+reported as *pending* (not yet checkpointed), not as a problem. A partial line there is a
+torn write (a crash): the worker that owns the session completes or cuts it.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
 
 from streams.errors import SinkCorruptionError
-from streams.sink.files import FILE_NAME, FileSink
-from streams.sink.position import POSITION_NAME, parse_position
+from streams.sink.files import FILE_NAME, LOCK_NAME, FileSink
+from streams.sink.position import POSITION_NAME, SinkPosition, parse_position
+
+__all__ = ["KEYS", "SessionReport", "inspect_session", "verify_session"]
 
 log = logging.getLogger(__name__)
 
-KEYS = ["ts", "kind", "goal_id", "intent", "summary", "confidence", "auto_proceed"]
+KEYS: Final = ["ts", "kind", "goal_id", "intent", "summary", "confidence", "auto_proceed"]
+LOCK_WAIT_S: Final = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReport:
+    problems: list[str] = field(default_factory=list)
+    pending_lines: int = 0  # whole entries past the recorded position (not yet checkpointed)
+    pending_bytes: int = 0
 
 
 def verify_session(sink: FileSink, session_id: str) -> list[str]:
     """What is wrong with one state directory (empty: its file matches its position)."""
+    return inspect_session(sink, session_id).problems
+
+
+def inspect_session(
+    sink: FileSink, session_id: str, lock_wait_s: float = LOCK_WAIT_S
+) -> SessionReport:
+    """One state directory checked under a shared lock: problems, and what is pending."""
     directory = sink.directory(session_id)
+    with _shared_lock(directory / LOCK_NAME, lock_wait_s) as locked:
+        if not locked:
+            return SessionReport(
+                [f"{directory}: its lock was held for more than {lock_wait_s:.0f}s; not checked"]
+            )
+        return _inspect(directory)
+
+
+def _inspect(directory: Path) -> SessionReport:
     data, pos_path = directory / FILE_NAME, directory / POSITION_NAME
     if not pos_path.exists():
-        return [f"{pos_path}: missing"] if data.exists() else []
-    try:
-        position = parse_position(pos_path.read_bytes(), pos_path)
-    except SinkCorruptionError as exc:
-        return [str(exc)]
+        # Before its first checkpoint a session's lines are all pending (the position file is
+        # written then); a file of another program would be adopted by the worker.
+        position = SinkPosition()
+    else:
+        try:
+            position = parse_position(pos_path.read_bytes(), pos_path)
+        except SinkCorruptionError as exc:
+            return SessionReport([str(exc)])
     content = data.read_bytes() if data.exists() else b""
-    problems = []
     if len(content) < position.size:
-        problems.append(
-            f"{data}: {len(content)} bytes but {position.size} recorded (data lost: rebuild it)"
+        return SessionReport(
+            [f"{data}: {len(content)} bytes but {position.size} recorded (data lost: rebuild it)"]
         )
-        return problems
-    if len(content) > position.size:
-        problems.append(
-            f"{data}: torn or unrecorded tail of {len(content) - position.size} bytes past the "
-            "recorded position (the worker truncates it when it next owns the session)"
-        )
+    problems: list[str] = []
     good = content[: position.size]
     if good and not good.endswith(b"\n"):
         problems.append(f"{data}: the recorded bytes do not end with a newline")
     lines = good.split(b"\n")[:-1] if good else []
     if len(lines) != position.entries:
         problems.append(f"{data}: {len(lines)} lines but {position.entries} recorded")
-    for number, line in enumerate(lines, 1):
+    problems.extend(_entry_problems(data, lines, 1))
+    tail = content[position.size :]
+    whole = tail[: tail.rfind(b"\n") + 1]
+    pending = whole.split(b"\n")[:-1] if whole else []
+    if len(whole) < len(tail):
+        problems.append(
+            f"{data}: torn tail of {len(tail) - len(whole)} bytes past the recorded position "
+            "(a crash mid-write: the worker that owns the session completes or cuts it)"
+        )
+    problems.extend(_entry_problems(data, pending, len(lines) + 1, " (pending)"))
+    return SessionReport(problems, len(pending), len(whole))
+
+
+def _entry_problems(data: Path, lines: list[bytes], first: int, note: str = "") -> list[str]:
+    problems = []
+    for number, line in enumerate(lines, first):
         try:
             obj = json.loads(line)
         except ValueError:
-            problems.append(f"{data}: line {number} is not JSON")
+            problems.append(f"{data}: line {number}{note} is not JSON")
             continue
         if not isinstance(obj, dict) or list(obj) != KEYS:
-            problems.append(f"{data}: line {number} does not have the entry's keys in order")
+            problems.append(f"{data}: line {number}{note} does not have the entry's keys in order")
     return problems
+
+
+@contextmanager
+def _shared_lock(path: Path, wait_s: float) -> Iterator[bool]:
+    """A shared flock on ``path`` (none needed when it does not exist); False on timeout."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield True
+        return
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.01)
+        yield True
+    finally:
+        os.close(fd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,8 +35,19 @@ def small_root(job: Job) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(job.root)], capture_output=True)
 
 
-def _remount(root: Path, options: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{options}", str(root)], check=True)
+def _remount(root: Path, options: str, timeout: float = 20) -> None:
+    """Remounts; a read-only remount waits until no file on it is open for writing (an idle
+    worker closes its cached files after a couple of seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = subprocess.run(
+            ["mount", "-o", f"remount,{options}", str(root)], capture_output=True, text=True
+        )
+        if done.returncode == 0:
+            return
+        if "busy" not in done.stderr or time.monotonic() > deadline:
+            raise AssertionError(f"remount,{options} failed: {done.stderr.strip()}")
+        time.sleep(0.2)
 
 
 def test_full_disk_stops_the_worker_and_it_resumes_exactly(job: Job, small_root: Path) -> None:

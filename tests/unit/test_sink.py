@@ -13,14 +13,15 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streams.core.records import MAX_SESSION_ID_BYTES, SinkLine, session_id_problem
-from streams.errors import SinkCorruptionError, SinkError
-from streams.sink import position as sink_module
+from streams.errors import SinkError
+from streams.sink.fileio import OS_FILES, OsFiles, StrPath
 from streams.sink.files import FILE_NAME, LOCK_NAME, FileSink, WriteResult
 from streams.sink.position import (
     POSITION_NAME,
@@ -66,6 +67,20 @@ def recorded(root: Path, session_id: str) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(position.to_json())
     del result["seq"]
     return result
+
+
+def durable(sink: FileSink, items: Iterable[SinkLine]) -> WriteResult:
+    """A batch written, then a checkpoint (what the source does before it commits)."""
+    result = sink.write(items)
+    sink.checkpoint()
+    return result
+
+
+def restarted(root: Path, **kwargs: Any) -> FileSink:
+    """A new worker over the same root, after its partitions were assigned."""
+    sink = FileSink(root, **kwargs)
+    sink.recover(owns=lambda session_id: True)
+    return sink
 
 
 @pytest.fixture
@@ -192,46 +207,114 @@ def test_write_appends_each_sessions_lines_in_order(root: Path) -> None:
     }
 
 
-def test_position_file_next_to_the_jsonl_records_size_entries_offsets_and_ts(
-    root: Path,
-) -> None:
+def test_lines_are_visible_at_once_and_recorded_at_the_checkpoint(root: Path) -> None:
     sink = FileSink(root)
     sink.write(lines("s1", 7, 8, 9))
 
+    assert data_file(root, "s1").read_bytes() == expected("s1", 7, 8, 9)  # readable now
+    assert not position_file(root, "s1").exists()  # recorded at the checkpoint
+
+    result = sink.checkpoint()
+
+    size = len(expected("s1", 7, 8, 9))
+    assert result.positions["s1"] == SinkPosition(size, 3, {SOURCE: 9}, TS0 + 9)
+    assert result.lag_seconds is not None and result.lag_seconds >= 0
     assert sorted(p.name for p in (root / "s1").iterdir()) == sorted(
         [FILE_NAME, POSITION_NAME, LOCK_NAME]
     )
     assert POSITION_NAME == ".pending_escalations.position"
     assert FILE_NAME == "pending_escalations.jsonl"
     assert recorded(root, "s1") == {
-        "size": len(expected("s1", 7, 8, 9)),
+        "size": size,
         "entries": 3,
         "offsets": {SOURCE: 9},
         "last_ts_us": TS0 + 9,
     }
-    assert sink.position("s1") == SinkPosition(
-        size=len(expected("s1", 7, 8, 9)), entries=3, offsets={SOURCE: 9}, last_ts_us=TS0 + 9
-    )
+    assert sink.checkpoint().positions == {}  # nothing new: nothing recorded
+
+
+def test_a_checkpoint_costs_two_syncs_whatever_the_number_of_sessions(root: Path) -> None:
+    calls: list[str] = []
+
+    class Counting(OsFiles):
+        def syncfs(self, fd: int) -> None:
+            calls.append("syncfs")
+            super().syncfs(fd)
+
+        def datasync(self, fd: int) -> None:
+            calls.append("fdatasync")
+            super().datasync(fd)
+
+        def fsync(self, fd: int) -> None:
+            calls.append("fsync")
+            super().fsync(fd)
+
+    sink = FileSink(root, files=Counting())
+    for offset in range(5):
+        sink.write([line(f"s{n:03d}", offset) for n in range(200)])
+    sink.checkpoint()
+
+    assert calls == ["syncfs", "syncfs"]
+    assert sink.checkpoints.sync_calls == 2
+    assert all(recorded(root, f"s{n:03d}")["entries"] == 5 for n in range(200))
+
+
+def test_without_syncfs_each_written_file_is_synced(root: Path) -> None:
+    synced: list[str] = []
+
+    class NoSyncfs(OsFiles):
+        def syncfs(self, fd: int) -> None:
+            raise OSError(errno.ENOSYS, "no syncfs here")
+
+        def datasync(self, fd: int) -> None:
+            synced.append("fdatasync")
+            super().datasync(fd)
+
+        def fsync(self, fd: int) -> None:
+            synced.append("fsync")
+            super().fsync(fd)
+
+    sink = FileSink(root, files=NoSyncfs())
+    sink.write([*lines("s1", 0), *lines("s2", 1)])
+    sink.checkpoint()
+
+    # Data and position file of each session, the new directories' entries, then positions.
+    assert synced.count("fdatasync") == 4 and synced.count("fsync") >= 3
+    assert recorded(root, "s1")["entries"] == recorded(root, "s2")["entries"] == 1
+
+
+def test_a_failed_sync_is_not_retried_and_stops_the_worker(root: Path) -> None:
+    class FailingSync(OsFiles):
+        def syncfs(self, fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error (injected)")
+
+    sink = FileSink(root, files=FailingSync())
+    sink.write(lines("s1", 0))
+    with pytest.raises(SinkError, match="durable") as info:
+        sink.checkpoint()
+    assert not isinstance(info.value, OSError)  # the stage retries OSError only
+    assert not position_file(root, "s1").exists()  # nothing recorded: nothing committed
 
 
 def test_without_fsync_the_files_and_positions_are_the_same(root: Path, tmp_path: Path) -> None:
     unsynced, synced = FileSink(root, fsync=False), FileSink(tmp_path / "synced")
     for sink in (unsynced, synced):
-        sink.write([*lines("s1", 0, 1), *lines("s2", 2)])
-        sink.write([*lines("s1", 1, 3), *lines("s2", 4)])
+        durable(sink, [*lines("s1", 0, 1), *lines("s2", 2)])
+        durable(sink, [*lines("s1", 1, 3), *lines("s2", 4)])
 
     for session in ("s1", "s2"):
         assert data_file(root, session).read_bytes() == (
             data_file(tmp_path / "synced", session).read_bytes()
         )
         assert recorded(root, session) == recorded(tmp_path / "synced", session)
-    assert FileSink(root).position("s1").entries == 3  # a restart reads what was written
+    assert unsynced.checkpoints.sync_calls == 0
+    assert restarted(root).known_positions()["s1"].entries == 3  # a restart reads them
 
 
 def test_later_writes_append_after_earlier_ones(root: Path) -> None:
     sink = FileSink(root)
-    sink.write(lines("s1", 0, 1))
-    result = sink.write(lines("s1", 2))
+    durable(sink, lines("s1", 0, 1))
+    result = durable(sink, lines("s1", 2))
 
     assert result.appended == 1
     assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2)
@@ -242,11 +325,11 @@ def test_later_writes_append_after_earlier_ones(root: Path) -> None:
 def test_writing_the_same_lines_again_appends_nothing(root: Path) -> None:
     sink = FileSink(root)
     batch = [*lines("s1", 0, 1, 2), *lines("s2", 5)]
-    sink.write(batch)
+    durable(sink, batch)
     jsonl = data_file(root, "s1").read_bytes()
     position = position_file(root, "s1").read_bytes()
 
-    again = sink.write(batch)
+    again = durable(sink, batch)
 
     assert again.appended == 0
     assert again.positions == {}
@@ -256,8 +339,8 @@ def test_writing_the_same_lines_again_appends_nothing(root: Path) -> None:
 
 
 def test_repeats_after_a_restart_append_nothing(root: Path) -> None:
-    FileSink(root).write(lines("s1", 0, 1, 2))
-    result = FileSink(root).write(lines("s1", 0, 1, 2))
+    durable(FileSink(root), lines("s1", 0, 1, 2))
+    result = restarted(root).write(lines("s1", 0, 1, 2))
     assert result.appended == 0
     assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2)
 
@@ -266,9 +349,9 @@ def test_lines_at_or_below_the_recorded_offset_are_skipped_newer_ones_appended(
     root: Path,
 ) -> None:
     sink = FileSink(root)
-    sink.write(lines("s1", 10, 11, 12))
+    durable(sink, lines("s1", 10, 11, 12))
 
-    result = sink.write(lines("s1", 9, 11, 12, 13, 14))
+    result = durable(sink, lines("s1", 9, 11, 12, 13, 14))
 
     assert result.appended == 2
     assert data_file(root, "s1").read_bytes() == expected("s1", 10, 11, 12, 13, 14)
@@ -279,13 +362,14 @@ def test_lines_at_or_below_the_recorded_offset_are_skipped_newer_ones_appended(
 
 def test_each_source_partition_is_tracked_separately(root: Path) -> None:
     sink = FileSink(root)
-    sink.write(lines("s1", 50, 51, source="bus-events:0"))
+    durable(sink, lines("s1", 50, 51, source="bus-events:0"))
 
-    result = sink.write(
+    result = durable(
+        sink,
         [
             *lines("s1", 0, 1, source="bus-events:1"),  # low offsets, but another partition
             *lines("s1", 51, source="bus-events:0"),  # a repeat
-        ]
+        ],
     )
 
     assert result.appended == 2
@@ -295,166 +379,17 @@ def test_each_source_partition_is_tracked_separately(root: Path) -> None:
     assert recorded(root, "s1")["offsets"] == {"bus-events:0": 51, "bus-events:1": 1}
     assert recorded(root, "s1")["entries"] == 4
 
-    again = FileSink(root).write(lines("s1", 1, source="bus-events:1"))
+    again = restarted(root).write(lines("s1", 1, source="bus-events:1"))
     assert again.appended == 0
 
 
-def test_position_of_an_untouched_session_is_empty_and_creates_nothing(root: Path) -> None:
-    sink = FileSink(root)
-    assert sink.position("never") == SinkPosition()
-    assert not (root / "never").exists()
+def test_recovering_an_untouched_root_creates_nothing(root: Path) -> None:
+    sink = restarted(root)
+    assert sink.known_positions() == {}
+    assert not root.exists()
 
 
-# -- recovery after a restart ----------------------------------------------------------------
-
-TORN = b'{"session": "s1", "source": "bus-events:0", "off'
-
-
-def _torn(root: Path, session_id: str = "s1") -> bytes:
-    """Two recorded lines, then a partial line past the recorded size."""
-    FileSink(root).write(lines(session_id, 0, 1))
-    good = data_file(root, session_id).read_bytes()
-    with open(data_file(root, session_id), "ab") as f:
-        f.write(TORN)
-    return good
-
-
-def test_torn_tail_is_truncated_by_position(root: Path) -> None:
-    good = _torn(root)
-    sink = FileSink(root)
-
-    assert sink.position("s1").size == len(good)
-    assert data_file(root, "s1").read_bytes() == good
-
-
-def test_torn_tail_is_truncated_by_write(root: Path) -> None:
-    _torn(root)
-    result = FileSink(root).write(lines("s1", 1, 2))
-
-    assert result.appended == 1
-    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2)
-    assert recorded(root, "s1")["size"] == len(expected("s1", 0, 1, 2))
-
-
-def test_torn_tail_is_truncated_by_recover(root: Path) -> None:
-    good = _torn(root)
-    (root / "not-a-directory.txt").write_bytes(b"ignored")
-
-    checked = FileSink(root).recover(owns=lambda session_id: True)
-
-    assert checked == 1
-    assert data_file(root, "s1").read_bytes() == good
-    assert (root / "not-a-directory.txt").read_bytes() == b"ignored"
-
-
-def test_a_complete_but_unrecorded_line_is_truncated(root: Path) -> None:
-    FileSink(root).write(lines("s1", 0, 1))
-    with open(data_file(root, "s1"), "ab") as f:
-        f.write(text("s1", 2))  # appended and fsynced, but the position was never recorded
-
-    sink = FileSink(root)
-    assert sink.position("s1").entries == 2
-    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1)
-
-    # the replay writes it exactly once
-    assert sink.write(lines("s1", 2)).appended == 1
-    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2)
-
-
-def test_recover_touches_only_the_sessions_it_owns(root: Path) -> None:
-    good1 = _torn(root, "s1")
-    good2 = _torn(root, "s2")
-    sink = FileSink(root)
-
-    checked = sink.recover(owns=lambda session_id: session_id == "s1")
-
-    assert checked == 1
-    assert data_file(root, "s1").read_bytes() == good1
-    assert data_file(root, "s2").read_bytes() == good2 + TORN  # not ours: left alone
-
-    sink.position("s2")  # first touch of s2 repairs it
-    assert data_file(root, "s2").read_bytes() == good2
-
-
-def test_recover_asks_owns_only_about_safe_directory_names(root: Path) -> None:
-    FileSink(root).write(lines("s1", 0))
-    (root / "s2").mkdir()
-    asked: list[str] = []
-
-    def owns(session_id: str) -> bool:
-        asked.append(session_id)
-        return False
-
-    assert FileSink(root).recover(owns) == 0
-    assert sorted(asked) == ["s1", "s2"]
-
-
-def test_recover_of_a_missing_root_checks_nothing(root: Path) -> None:
-    assert FileSink(root).recover(owns=lambda session_id: True) == 0
-
-
-def test_file_shorter_than_recorded_raises_corruption_naming_the_file(root: Path) -> None:
-    FileSink(root).write(lines("s1", 0, 1))
-    path = data_file(root, "s1")
-    short = path.read_bytes()[:-5]
-    path.write_bytes(short)
-    sink = FileSink(root)
-
-    with pytest.raises(SinkCorruptionError) as info:
-        sink.position("s1")
-    assert str(path) in str(info.value)
-    assert str(len(short)) in str(info.value)
-
-    # Writing skips the damaged session (its entries stay on the output topic for
-    # `sink rebuild`) and carries on with the others.
-    result = sink.write(lines("s1", 2) + lines("s2", 0))
-    assert str(path) in result.corrupt["s1"] and "sink rebuild" in result.corrupt["s1"]
-    assert path.read_bytes() == short  # nothing was written over the damage
-    assert list(result.positions) == ["s2"]
-    assert sink.corrupt_sessions() == result.corrupt
-
-
-def test_deleted_jsonl_with_a_position_raises_corruption(root: Path) -> None:
-    FileSink(root).write(lines("s1", 0))
-    path = data_file(root, "s1")
-    path.unlink()
-
-    with pytest.raises(SinkCorruptionError) as info:
-        FileSink(root).position("s1")
-    assert str(path) in str(info.value)
-    assert not path.exists()
-
-
-def test_corruption_in_one_directory_is_reported_by_recover(root: Path) -> None:
-    FileSink(root).write(lines("s1", 0, 1) + lines("s2", 0))
-    data_file(root, "s1").write_bytes(b"")
-    sink = FileSink(root)
-    assert sink.recover(owns=lambda session_id: True) == 2
-    assert str(data_file(root, "s1")) in sink.corrupt_sessions()["s1"]
-    assert "s2" not in sink.corrupt_sessions()
-
-
-def test_jsonl_without_a_position_file_is_adopted(root: Path) -> None:
-    content = b'{"a":1}\n{"a":2}\n{"a":3}\n'
-    (root / "s1").mkdir(parents=True)
-    data_file(root, "s1").write_bytes(content)
-
-    sink = FileSink(root)
-    position = sink.position("s1")
-
-    assert position == SinkPosition(size=len(content), entries=3, offsets={}, last_ts_us=None)
-    assert data_file(root, "s1").read_bytes() == content
-    assert recorded(root, "s1") == {
-        "size": len(content),
-        "entries": 3,
-        "offsets": {},
-        "last_ts_us": None,
-    }
-
-    sink.write(lines("s1", 0))
-    assert data_file(root, "s1").read_bytes() == content + expected("s1", 0)
-    assert recorded(root, "s1")["entries"] == 4
-
+# -- positions -------------------------------------------------------------------------------
 
 GARBAGE = [
     b"",
@@ -473,15 +408,17 @@ GARBAGE = [
 
 
 @pytest.mark.parametrize("garbage", GARBAGE, ids=_id)
-def test_garbage_position_json_raises_corruption_naming_it(root: Path, garbage: bytes) -> None:
-    FileSink(root).write(lines("s1", 0, 1))
+def test_garbage_position_json_is_corruption_naming_it(root: Path, garbage: bytes) -> None:
+    durable(FileSink(root), lines("s1", 0, 1))
     good = data_file(root, "s1").read_bytes()
     slot = position_slot(garbage).ljust(SLOT_BYTES, b"\0")  # intact checksums, bad content
     position_file(root, "s1").write_bytes(slot + slot)
 
-    with pytest.raises(SinkCorruptionError) as info:
-        FileSink(root).position("s1")
-    assert str(position_file(root, "s1")) in str(info.value)
+    sink = restarted(root)
+
+    assert str(position_file(root, "s1")) in sink.corrupt_sessions()["s1"]
+    assert data_file(root, "s1").read_bytes() == good
+    assert sink.write(lines("s1", 2)).corrupt.keys() == {"s1"}
     assert data_file(root, "s1").read_bytes() == good
 
 
@@ -490,21 +427,22 @@ def test_garbage_position_json_raises_corruption_naming_it(root: Path, garbage: 
     [b"", b'{"size": 0}', bytes(SLOT_BYTES), bytes(2 * SLOT_BYTES), bytes(2 * SLOT_BYTES + 1)],
     ids=["empty", "old-json", "one-slot", "two-blank-slots", "odd-size"],
 )
-def test_a_position_file_without_an_intact_slot_raises_corruption(root: Path, raw: bytes) -> None:
-    FileSink(root).write(lines("s1", 0, 1))
+def test_a_position_file_without_an_intact_slot_is_corruption(root: Path, raw: bytes) -> None:
+    durable(FileSink(root), lines("s1", 0, 1))
     position_file(root, "s1").write_bytes(raw)
 
-    with pytest.raises(SinkCorruptionError, match="unreadable sink position") as info:
-        FileSink(root).position("s1")
-    assert str(position_file(root, "s1")) in str(info.value)
+    corrupt = restarted(root).corrupt_sessions()
+
+    assert "unreadable sink position" in corrupt["s1"]
+    assert str(position_file(root, "s1")) in corrupt["s1"]
 
 
 def test_positions_alternate_between_the_two_slots_in_place(root: Path) -> None:
     sink = FileSink(root)
-    sink.write(lines("s1", 0))
+    durable(sink, lines("s1", 0))
     inode = position_file(root, "s1").stat().st_ino
     for offset in range(1, 5):
-        sink.write(lines("s1", offset))
+        durable(sink, lines("s1", offset))
         raw = position_file(root, "s1").read_bytes()
         newest = read_position(position_file(root, "s1"))
         assert newest is not None and newest.entries == offset + 1
@@ -519,46 +457,48 @@ def test_positions_alternate_between_the_two_slots_in_place(root: Path) -> None:
 def test_a_torn_newest_slot_falls_back_to_the_older_one_and_the_replay_repairs(
     root: Path,
 ) -> None:
-    FileSink(root).write(lines("s1", 0, 1))
-    FileSink(root).write(lines("s1", 2, 3))
+    durable(FileSink(root), lines("s1", 0, 1))
+    durable(restarted(root), lines("s1", 2, 3))
     newest = read_position(position_file(root, "s1"))
     assert newest is not None
     raw = bytearray(position_file(root, "s1").read_bytes())
     raw[(newest.seq % 2) * SLOT_BYTES + 20] ^= 0xFF  # a crash mid-slot-write
     position_file(root, "s1").write_bytes(bytes(raw))
 
-    restarted = FileSink(root)
-    assert restarted.position("s1").entries == 2
-    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1)  # tail truncated
-    assert restarted.write(lines("s1", 2, 3)).appended == 2
+    sink = restarted(root)
+    assert sink.known_positions()["s1"].entries == 2
+    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3)  # kept, not cut
+    assert durable(sink, lines("s1", 2, 3)).appended == 2  # the replay writes them over
     assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3)
+    assert recorded(root, "s1")["entries"] == 4
 
 
 def test_a_position_too_big_for_a_slot_grows_the_slots(root: Path) -> None:
     sink = FileSink(root)
     sources = [f"bus-events:{p}" for p in range(300)]  # offsets of 300 source partitions
     for source in sources:
-        sink.write(lines("s1", 1, source=source))
+        durable(sink, lines("s1", 1, source=source))
 
     raw = position_file(root, "s1").read_bytes()
     assert len(raw) > 2 * SLOT_BYTES and len(raw) % (2 * SLOT_BYTES) == 0
-    position = FileSink(root).position("s1")
+    position = read_position(position_file(root, "s1"))
+    assert position is not None
     assert position.entries == 300
     assert position.offsets == {source: 1 for source in sources}
 
 
-# -- recover: another worker wrote in between -------------------------------------------------
+# -- another worker wrote in between ---------------------------------------------------------
 
 
-def test_forget_picks_up_lines_another_worker_wrote(root: Path) -> None:
+def test_recover_picks_up_lines_another_worker_wrote(root: Path) -> None:
     first = FileSink(root)
-    first.write(lines("s1", 0, 1))
+    durable(first, lines("s1", 0, 1))
 
-    other = FileSink(root)  # the session moved to another worker, which wrote more
-    other.write(lines("s1", 2, 3))
+    other = restarted(root)  # the session moved to another worker, which wrote more
+    durable(other, lines("s1", 2, 3))
 
     first.recover(lambda session: True)  # partitions reassigned back to the first worker
-    result = first.write(lines("s1", 2, 3, 4))
+    result = durable(first, lines("s1", 2, 3, 4))
 
     assert result.appended == 1
     assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3, 4)
@@ -570,16 +510,19 @@ def test_forget_picks_up_lines_another_worker_wrote(root: Path) -> None:
     }
 
 
-def test_forget_then_position_reads_the_other_workers_position(root: Path) -> None:
-    first = FileSink(root)
-    first.write(lines("s1", 0))
-    other = FileSink(root)
-    other.write(lines("s1", 1, 2))
+def test_lines_another_writer_appended_meanwhile_are_not_doubled(root: Path) -> None:
+    # A worker that has not noticed it lost a partition, and its successor: both write.
+    old, new = FileSink(root), FileSink(root)
+    durable(old, lines("s1", 0, 1))
+    new.recover(lambda session: True)
+    new.write(lines("s1", 2, 3))  # not yet checkpointed
+    old.write(lines("s1", 2, 3, 4))  # the old one catches up: 2 and 3 compared, 4 appended
+    new.write(lines("s1", 4, 5))
+    old.checkpoint()
+    new.checkpoint()
 
-    first.recover(lambda session: True)
-
-    assert first.position("s1") == other.position("s1")
-    assert first.position("s1").entries == 3
+    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3, 4, 5)
+    assert recorded(root, "s1")["entries"] == 6
 
 
 # -- failed writes are repaired --------------------------------------------------------------
@@ -608,117 +551,105 @@ def _repair(path: Path, content: bytes) -> None:
 def test_a_write_that_cannot_open_the_file_succeeds_once_the_fault_is_cleared(
     root: Path,
 ) -> None:
-    sink = FileSink(root)
-    sink.write(lines("s1", 0, 1))
+    durable(FileSink(root), lines("s1", 0, 1))
+    sink = restarted(root)  # nothing cached: the next write opens the file
     path = data_file(root, "s1")
     position = position_file(root, "s1").read_bytes()
     content = _break_jsonl(path)
 
     with pytest.raises(OSError):
-        sink.write(lines("s1", 2, 3))
+        durable(sink, lines("s1", 2, 3))
     assert position_file(root, "s1").read_bytes() == position
 
     _repair(path, content)
-    result = sink.write(lines("s1", 2, 3))
+    sink = restarted(root)
+    result = durable(sink, lines("s1", 2, 3))
 
     assert result.appended == 2
     assert path.read_bytes() == expected("s1", 0, 1, 2, 3)
     assert recorded(root, "s1")["entries"] == 4
 
 
+class _FailingSlots(OsFiles):
+    """Fails every write of a position slot (an in-place pwrite of a position file)."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.position_fds: set[int] = set()
+
+    def open(self, path: StrPath, *, create: bool = False, readonly: bool = False) -> int:
+        fd = super().open(path, create=create, readonly=readonly)
+        if os.fspath(path).endswith("/" + POSITION_NAME):
+            self.position_fds.add(fd)
+        return fd
+
+    def close(self, fd: int) -> None:
+        self.position_fds.discard(fd)
+        super().close(fd)
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        if self.failing and fd in self.position_fds:
+            raise OSError(errno.EIO, "Input/output error (injected)")
+        return super().pwrite(fd, data, offset)
+
+
+def test_a_checkpoint_failing_to_record_is_repaired_by_its_retry(root: Path) -> None:
+    files = _FailingSlots()
+    sink = FileSink(root, files=files)
+    durable(sink, lines("s1", 0, 1))
+    files.failing = True
+    position = position_file(root, "s1").read_bytes()
+    sink.write(lines("s1", 2, 3))
+
+    with pytest.raises(OSError, match="injected"):
+        sink.checkpoint()  # the source does not commit
+    assert position_file(root, "s1").read_bytes() == position  # not recorded
+    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3)  # but written
+
+    files.failing = False
+    assert sink.checkpoint().positions["s1"].entries == 4  # the stage's retry
+    assert recorded(root, "s1")["size"] == len(expected("s1", 0, 1, 2, 3))
+    assert sorted(p.name for p in (root / "s1").iterdir()) == sorted(
+        [FILE_NAME, POSITION_NAME, LOCK_NAME]
+    )
+
+
+def test_a_checkpoint_failing_to_record_is_repaired_after_a_restart(root: Path) -> None:
+    files = _FailingSlots()
+    sink = FileSink(root, files=files)
+    durable(sink, lines("s1", 0, 1))
+    files.failing = True
+    sink.write(lines("s1", 2, 3))
+    with pytest.raises(OSError, match="injected"):
+        sink.checkpoint()
+
+    again = restarted(root)  # the worker gave up; the replay starts at the committed offset
+    assert again.known_positions()["s1"].entries == 2
+    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3)  # not cut
+    assert durable(again, lines("s1", 2, 3)).appended == 2
+    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3)
+    assert recorded(root, "s1")["entries"] == 4
+
+
 def test_a_batch_failing_in_its_second_session_is_retried_without_doubles(root: Path) -> None:
-    sink = FileSink(root)
-    sink.write([*lines("s1", 0), *lines("s2", 1)])
+    durable(FileSink(root), [*lines("s1", 0), *lines("s2", 1)])
+    sink = restarted(root)
     path = data_file(root, "s2")
     content = _break_jsonl(path)
+    sink.fds.clear()  # the next write opens the files again
     batch = [*lines("s1", 2), *lines("s2", 3), *lines("s1", 4)]
 
     with pytest.raises(OSError):
         sink.write(batch)
 
     _repair(path, content)
-    result = sink.write(batch)
+    result = durable(sink, batch)
 
     assert data_file(root, "s1").read_bytes() == expected("s1", 0, 2, 4)
     assert path.read_bytes() == expected("s2", 1, 3)
-    assert result.appended == 1  # s1's lines were recorded by the failed attempt
+    assert result.appended == 1  # s1's lines were written by the failed attempt
     assert recorded(root, "s1")["entries"] == 3
     assert recorded(root, "s2")["entries"] == 2
-
-
-def _block_position_save(root: Path, session_id: str) -> Path:
-    """Fail the first record of a position: its file cannot be created."""
-    blocker = root / session_id / (POSITION_NAME + ".tmp")
-    blocker.mkdir()
-    (blocker / "blocker").write_bytes(b"")
-    return blocker
-
-
-def _fail_slot_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail mid-write: lines appended and synced, but the position cannot be recorded."""
-
-    def fail(fd: int, slot: bytes, at: int) -> None:
-        raise OSError(errno.EIO, "Input/output error (injected)")
-
-    monkeypatch.setattr(sink_module, "_write_slot", fail)
-
-
-def test_a_write_failing_after_the_append_is_repaired_by_the_same_sink(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sink = FileSink(root)
-    sink.write(lines("s1", 0, 1))
-    position = position_file(root, "s1").read_bytes()
-    _fail_slot_writes(monkeypatch)
-
-    with pytest.raises(OSError, match="injected"):
-        sink.write(lines("s1", 2, 3))
-    assert position_file(root, "s1").read_bytes() == position  # not recorded
-    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3)  # but appended
-
-    monkeypatch.undo()
-    result = sink.write(lines("s1", 2, 3))
-
-    assert result.appended == 2
-    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3)
-    assert recorded(root, "s1")["size"] == len(expected("s1", 0, 1, 2, 3))
-    assert recorded(root, "s1")["entries"] == 4
-    assert sorted(p.name for p in (root / "s1").iterdir()) == sorted(
-        [FILE_NAME, POSITION_NAME, LOCK_NAME]
-    )
-
-
-def test_a_write_failing_after_the_append_is_repaired_after_a_restart(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    FileSink(root).write(lines("s1", 0, 1))
-    _fail_slot_writes(monkeypatch)
-    with pytest.raises(OSError, match="injected"):
-        FileSink(root).write(lines("s1", 2, 3))
-    monkeypatch.undo()
-
-    restarted = FileSink(root)
-    assert restarted.position("s1").entries == 2
-    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1)
-
-    assert restarted.write(lines("s1", 2, 3)).appended == 2
-    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3)
-
-
-def test_a_first_write_failing_after_the_append_is_repaired_after_a_restart(root: Path) -> None:
-    # A brand-new session: the crash leaves the JSONL file but no position file at all.
-    (root / "s1").mkdir(parents=True)
-    blocker = _block_position_save(root, "s1")
-    with pytest.raises(IsADirectoryError):
-        FileSink(root).write(lines("s1", 0, 1))
-    shutil.rmtree(blocker)
-
-    restarted = FileSink(root)
-    restarted.write(lines("s1", 0, 1))  # the replay after the restart
-
-    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1)
-    assert recorded(root, "s1")["entries"] == 2
-    assert recorded(root, "s1")["offsets"] == {SOURCE: 1}
 
 
 # -- check_root ------------------------------------------------------------------------------
@@ -732,7 +663,7 @@ def test_check_root_creates_a_missing_root_and_leaves_nothing_behind(tmp_path: P
 
 
 def test_check_root_accepts_an_existing_root_with_sessions(root: Path) -> None:
-    FileSink(root).write(lines("s1", 0))
+    durable(FileSink(root), lines("s1", 0))
     FileSink(root).check_root()
     assert sorted(p.name for p in root.iterdir()) == ["s1"]
     assert data_file(root, "s1").read_bytes() == expected("s1", 0)
@@ -760,7 +691,7 @@ def test_check_root_is_not_broken_by_a_session_named_like_its_probe(root: Path) 
     # ".write-probe" is a safe session id, so bus input can create this state directory;
     # the worker must still start afterwards (bad input never stops the job).
     assert session_id_problem(".write-probe") is None
-    FileSink(root).write(lines(".write-probe", 0))
+    durable(FileSink(root), lines(".write-probe", 0))
 
     FileSink(root).check_root()
 
@@ -769,14 +700,15 @@ def test_check_root_is_not_broken_by_a_session_named_like_its_probe(root: Path) 
 
 def test_two_writers_of_the_same_sessions_in_opposite_orders_never_deadlock(root: Path) -> None:
     # Two sinks on one root stand for a worker that has not yet noticed it lost a partition
-    # and its successor: their directory locks must be taken in one order.
+    # and its successor: both write the partition's lines (the same ones), each holding one
+    # directory lock at a time, each noticing what the other wrote.
     sessions = [f"s{i:02d}" for i in range(12)]
     done: list[str] = []
 
     def writer(name: str, order: list[str]) -> None:
         sink = FileSink(root)
         for offset in range(40):
-            sink.write([line(s, offset, source=f"{name}:0") for s in order])
+            durable(sink, [line(s, offset) for s in order])
         done.append(name)
 
     threads = [
@@ -790,6 +722,22 @@ def test_two_writers_of_the_same_sessions_in_opposite_orders_never_deadlock(root
 
     assert sorted(done) == ["a", "b"], "a writer is stuck waiting for a directory lock"
     for session in sessions:
-        content = data_file(root, session).read_bytes()
-        assert content.count(b"\n") == 80
-        assert FileSink(root).position(session).entries == 80
+        assert data_file(root, session).read_bytes() == expected(session, *range(40))
+        assert recorded(root, session)["entries"] == 40
+
+
+def test_an_older_position_never_overwrites_a_newer_record(root: Path) -> None:
+    stale, owner = FileSink(root), FileSink(root)
+    durable(stale, lines("s1", 0))
+    owner.recover(lambda session: True)
+    durable(owner, lines("s1", 1, 2))  # the new owner recorded more, and committed
+    stale.write(lines("s1", 1))  # the same bytes again: the file's size does not change
+    stale.checkpoint()
+
+    position = read_position(position_file(root, "s1"))
+    assert position is not None and position.entries == 3
+    assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2)
+
+
+def test_the_os_file_layer_is_the_default() -> None:
+    assert FileSink(Path("/nonexistent-root")).files is OS_FILES

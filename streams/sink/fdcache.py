@@ -1,0 +1,90 @@
+"""Open descriptors of the state directories, kept for reuse: at most ``capacity`` of them,
+the least recently used session's closed first (``ESCALATIONS_MAX_OPEN_FILES``)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Final
+
+from streams.sink.fileio import FileLayer
+from streams.sink.state import SessionState
+
+__all__ = ["MIN_CAPACITY", "Descriptors"]
+
+#: The fewest descriptors that let one session be written: its lock, data and position files.
+MIN_CAPACITY: Final = 3
+
+
+class Descriptors:
+    """An LRU of sessions holding open descriptors (``lock_fd``, ``data_fd``, ``pos_fd``).
+
+    A pinned session (its directory lock held) is never closed to make room; everything else
+    may be, and is reopened on its next use.
+    """
+
+    def __init__(self, files: FileLayer, capacity: int) -> None:
+        if capacity < MIN_CAPACITY:
+            raise ValueError(f"at least {MIN_CAPACITY} descriptors are needed, not {capacity}")
+        self.files = files
+        self.capacity = capacity
+        self._holders: OrderedDict[str, SessionState] = OrderedDict()
+        self.pinned: SessionState | None = None
+        self.open_now = 0
+        self.peak = 0  # most descriptors open at once
+        self.opened = 0  # descriptors opened so far (misses of the cache)
+
+    def __len__(self) -> int:
+        return self.open_now
+
+    def touch(self, state: SessionState) -> None:
+        """``state`` was used: the last to be closed."""
+        if state.name in self._holders:
+            self._holders.move_to_end(state.name)
+
+    def reserve(self) -> None:
+        """Room for one more descriptor (call before opening it)."""
+        if self.open_now >= self.capacity:
+            self._make_room(self.capacity - 1)
+
+    def opened_one(self, state: SessionState) -> None:
+        """``state`` has just opened one more descriptor (call after storing it)."""
+        self.opened += 1
+        self.open_now += 1
+        self._holders[state.name] = state
+        self._holders.move_to_end(state.name)
+        self.peak = max(self.peak, self.open_now)
+
+    def close_state(self, state: SessionState) -> None:
+        """Closes every descriptor ``state`` holds."""
+        if self._holders.pop(state.name, None) is None and not _holds(state):
+            return
+        for attr in ("lock_fd", "data_fd", "pos_fd"):
+            fd = getattr(state, attr)
+            if fd >= 0:
+                setattr(state, attr, -1)
+                self.open_now -= 1
+                self.files.close(fd)
+
+    def close_position(self, state: SessionState) -> None:
+        if state.pos_fd >= 0:
+            fd, state.pos_fd = state.pos_fd, -1
+            self.open_now -= 1
+            self.files.close(fd)
+
+    def clear(self) -> None:
+        for state in list(self._holders.values()):
+            self.close_state(state)
+        self.pinned = None
+
+    def _make_room(self, target: int) -> None:
+        while self.open_now > target:
+            for state in self._holders.values():  # oldest first
+                if state is not self.pinned:
+                    break
+            else:
+                return  # only the pinned session holds any: go over rather than unlock it
+            self.close_state(state)
+
+
+def _holds(state: SessionState) -> bool:
+    return state.lock_fd >= 0 or state.data_fd >= 0 or state.pos_fd >= 0

@@ -1,0 +1,331 @@
+"""The files of one state directory: lock, load, check, append, record, cut.
+
+Every method that reads or changes a directory runs between :meth:`SessionFiles.acquire` and
+:meth:`SessionFiles.release`, which hold the directory's ``flock`` (``.lock``: the protocol
+``escalations sink rebuild`` and any other process follow). ``acquire`` checks the worker's
+state against the files (one ``stat``): a replaced file (rebuild) is reloaded, bytes another
+writer appended become a tail to compare with (and its newer record is read), a file shorter
+than what was written is corrupt. Descriptors stay open on the state (an LRU over sessions),
+so a batch costs a ``flock``, a ``stat``, one ``pwrite`` and an unlock per directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Final
+
+from streams.errors import SinkCorruptionError, SinkError
+from streams.sink.fdcache import Descriptors
+from streams.sink.fileio import FileLayer, read_all, write_all
+from streams.sink.position import (
+    SinkPosition,
+    create_position,
+    load_position,
+    record_slot,
+    write_position,
+)
+from streams.sink.state import FILE_NAME, LOCK_NAME, SessionState, Tail, first_difference
+
+__all__ = ["FILE_NAME", "LOCK_NAME", "LockBusy", "SessionFiles"]
+
+log = logging.getLogger(__name__)
+
+#: How many times a directory replaced under the worker is reloaded in one acquisition.
+RELOADS: Final = 4
+
+
+class LockBusy(Exception):
+    """A directory lock is held by another process and the caller asked not to wait for it
+    (the event loop must not block: the operation is redone where waiting is harmless)."""
+
+    appended = 0  # lines a write appended before it met the lock
+
+
+class _Replaced(Exception):
+    """The data file is not the one the state describes: reload it under a fresh lock."""
+
+
+def _rebuild_hint(state: SessionState) -> str:
+    return (
+        f"run `escalations sink rebuild --session {state.name}` to restore it from the output topic"
+    )
+
+
+class SessionFiles:
+    """Opens, locks, reads and writes state directories through a file layer."""
+
+    def __init__(self, files: FileLayer, fds: Descriptors) -> None:
+        self.files = files
+        self.fds = fds
+        #: Directories whose entries changed since the last checkpoint (what a per-file sync
+        #: must cover where ``syncfs`` is missing).
+        self.created: set[str] = set()
+
+    # -- locking -----------------------------------------------------------------------------
+
+    def acquire(self, state: SessionState, known_size: int, *, wait: bool = True) -> None:
+        """Locks the directory and brings ``state`` in line with its files (released by
+        :meth:`release`). Raises ``SinkCorruptionError`` for a damaged directory, and
+        ``LockBusy`` when ``wait`` is False and another process holds the lock."""
+        files = self.files
+        for _ in range(RELOADS):
+            if state.lock_fd < 0:
+                self.fds.reserve()
+                try:
+                    state.lock_fd = files.open(state.lock_path, create=True)
+                except FileNotFoundError:
+                    self._recreate(state, known_size)
+                    continue
+                self.fds.opened_one(state)
+            else:
+                self.fds.touch(state)
+            self.fds.pinned = state
+            if not files.lock(state.lock_fd, blocking=wait):
+                self.fds.pinned = None
+                raise LockBusy(state.dir_path)
+            try:
+                if state.loaded:
+                    self._check(state, known_size)
+                else:
+                    self._load(state, known_size)
+            except _Replaced:
+                self.release(state)
+                self.fds.close_state(state)
+                state.loaded = False
+                continue
+            except BaseException:
+                self.release(state)
+                raise
+            return
+        raise SinkError(f"{state.directory} keeps being replaced while the sink opens it")
+
+    def release(self, state: SessionState) -> None:
+        try:
+            self.files.unlock(state.lock_fd)
+        finally:
+            self.fds.pinned = None
+
+    def _recreate(self, state: SessionState, known_size: int) -> None:
+        """The directory is missing: corrupt when it held lines, else create it (new)."""
+        written = max(known_size, state.position.size + state.tail)
+        if written:
+            raise SinkCorruptionError(
+                f"{state.directory}: the state directory was deleted, but {written} bytes were "
+                f"written to its {FILE_NAME}; {_rebuild_hint(state)}"
+            )
+        self.fds.close_state(state)
+        root = os.path.dirname(state.dir_path)
+        if self.files.stat(root) is None:
+            self.files.mkdir(root)
+            self.created.add(os.path.dirname(root))
+        created = self.files.mkdir(state.dir_path)
+        self.created.update((root, state.dir_path))
+        # A directory made just now holds nothing: no need to read it under the lock.
+        state.position = state.recorded = SinkPosition()
+        state.tail, state.tail_kind = 0, Tail.NONE
+        state.identity = None
+        state.has_position_file = False
+        state.dirty_since = None
+        state.loaded = created
+
+    # -- reading the directory ----------------------------------------------------------------
+
+    def _load(self, state: SessionState, known_size: int) -> None:
+        """Reads the position file and the data file's size (under the lock)."""
+        position: SinkPosition | None = None
+        if self._position_fd(state) >= 0:
+            position = load_position(self.files, state.pos_fd, state.pos_path)
+        st = self.files.stat(state.data_path)
+        size = 0 if st is None else st.size
+        state.identity = None if st is None else st.identity
+        if position is None:
+            state.position = state.recorded = SinkPosition()
+            state.has_position_file = False
+            state.tail = size
+            state.tail_kind = Tail.UNOWNED if size else Tail.NONE
+        else:
+            if size < position.size:
+                raise SinkCorruptionError(
+                    f"{state.data_path} is {size} bytes but {position.size} were recorded as "
+                    f"written: the file was truncated or deleted outside the sink; "
+                    f"{_rebuild_hint(state)}"
+                )
+            state.position = state.recorded = position
+            state.has_position_file = True
+            state.tail = size - position.size
+            state.tail_kind = Tail.FOREIGN if state.tail else Tail.NONE
+        if size < known_size:
+            raise SinkCorruptionError(
+                f"{state.data_path} is {size} bytes but this worker wrote {known_size}: the "
+                f"file was replaced or cut outside the sink; {_rebuild_hint(state)}"
+            )
+        state.dirty_since = None
+        state.loaded = True
+
+    def _check(self, state: SessionState, known_size: int) -> None:
+        """One ``stat``: is the data file still the one (and the size) the state says?"""
+        st = self.files.stat(state.data_path)
+        written = max(known_size, state.position.size)
+        if st is None:
+            if self.files.stat(state.dir_path) is None:
+                raise _Replaced  # the directory went away: acquire decides
+            if written or state.tail:
+                raise SinkCorruptionError(
+                    f"{state.data_path} is 0 bytes but {written} were recorded as written: the "
+                    f"file was truncated or deleted outside the sink; {_rebuild_hint(state)}"
+                )
+            if state.identity is not None:
+                raise _Replaced
+            return
+        if st.identity != state.identity:
+            raise _Replaced  # replaced (rebuild), or created by another writer
+        if st.size == state.position.size + state.tail:
+            return
+        if st.size < written:
+            raise SinkCorruptionError(
+                f"{state.data_path} is {st.size} bytes but {written} were written: the file "
+                f"was truncated outside the sink; {_rebuild_hint(state)}"
+            )
+        self._refresh(state, st.size)
+
+    def _refresh(self, state: SessionState, size: int) -> None:
+        """Another writer changed the file's size: take its newer record, tail the rest."""
+        if self._position_fd(state) >= 0:
+            recorded = load_position(self.files, state.pos_fd, state.pos_path)
+            state.has_position_file = True
+            if recorded.seq > state.recorded.seq:
+                state.recorded = recorded
+            if state.position.size < recorded.size <= size:
+                state.position = recorded
+        state.tail = size - state.position.size
+        if not state.tail:
+            state.tail_kind = Tail.NONE
+        elif state.tail_kind is Tail.NONE:
+            state.tail_kind = Tail.FOREIGN
+
+    def _position_fd(self, state: SessionState) -> int:
+        """The open position file, or -1 when there is none."""
+        if state.pos_fd < 0:
+            self.fds.reserve()
+            try:
+                state.pos_fd = self.files.open(state.pos_path)
+            except FileNotFoundError:
+                return -1
+            self.fds.opened_one(state)
+        return state.pos_fd
+
+    def _data_fd(self, state: SessionState) -> int:
+        """The data file (under the lock), created if missing (its identity noted)."""
+        if state.data_fd < 0:
+            self.fds.reserve()
+            fd = self.files.open(state.data_path, create=True)
+            if state.identity is None:  # else acquire's stat, under this lock, named it
+                state.identity = self.files.fstat(fd).identity
+            state.data_fd = fd
+            self.fds.opened_one(state)
+        return state.data_fd
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def put(self, state: SessionState, payload: bytes, first_line: int) -> None:
+        """Writes ``payload`` at ``position.size``: over a tail it matches, else after cutting
+        the tail at the first byte that differs (the file never shrinks past it)."""
+        fd = self._data_fd(state)
+        if state.tail_kind is Tail.UNOWNED:
+            self._own_or_adopt(state, fd, payload, first_line)
+        at = state.position.size
+        if state.tail:
+            existing = self.files.pread(fd, min(len(payload), state.tail), at)
+            same = first_difference(existing, payload)
+            if same < len(existing):
+                log.warning(
+                    "%s: cutting %d bytes past byte %d that differ from the lines written there",
+                    state.data_path,
+                    state.tail - same,
+                    at + same,
+                )
+                self.files.truncate(fd, at + same)
+                state.tail = same
+        # Rewritten even where the bytes match: the page is dirtied again, so the checkpoint's
+        # sync makes it durable even if an earlier writeback of it failed.
+        write_all(self.files, fd, payload, at)
+        if state.tail:
+            state.tail = max(0, state.tail - len(payload))
+            if not state.tail:
+                state.tail_kind = Tail.NONE
+
+    def _own_or_adopt(self, state: SessionState, fd: int, payload: bytes, first_line: int) -> None:
+        """A data file without a position: ours if it starts as the lines we write would (a
+        crash before its first checkpoint, possibly zero-filled or cut short), else adopted."""
+        existing = self.files.pread(fd, min(len(payload), state.tail), 0)
+        same = first_difference(existing, payload)
+        if same < len(existing) and same < first_line and existing[same] != 0:
+            self._adopt(state, fd)
+        else:
+            state.tail_kind = Tail.RECOVERED
+
+    def _adopt(self, state: SessionState, fd: int) -> None:
+        """A file written by someone else (e.g. the original writer): keep its whole lines."""
+        content = read_all(self.files, fd)
+        good = content.rfind(b"\n") + 1
+        log.warning(
+            "%s: adopting %d bytes written without a sink position (dropping a torn tail of %d)",
+            state.data_path,
+            good,
+            len(content) - good,
+        )
+        if good < len(content):
+            self.files.truncate(fd, good)
+        position = SinkPosition(size=good, entries=content.count(b"\n"), seq=state.recorded.seq)
+        self.fds.close_position(state)
+        write_position(self.files, state.directory, position)  # decided once: durably
+        state.position = state.recorded = position
+        state.has_position_file = True
+        state.tail = 0
+        state.tail_kind = Tail.NONE
+
+    def cut(self, state: SessionState) -> int:
+        """Cuts the tail (the replay did not reproduce it); returns the bytes cut."""
+        cut = state.tail
+        if cut:
+            self.files.truncate(self._data_fd(state), state.position.size)
+            log.warning(
+                "%s: cut %d bytes past byte %d that the replay did not write again",
+                state.data_path,
+                cut,
+                state.position.size,
+            )
+        state.tail = 0
+        state.tail_kind = Tail.NONE
+        return cut
+
+    def record(self, state: SessionState, position: SinkPosition) -> SinkPosition:
+        """Writes ``position`` to the position file (not synced: the checkpoint syncs).
+
+        ``acquire`` has just read any newer record another writer made (it re-reads the
+        position file whenever the data file changed under the worker), so ``position`` is
+        not older than what the file holds.
+        """
+        if self._position_fd(state) >= 0 and record_slot(self.files, state.pos_fd, position):
+            # Used once a checkpoint: the cache keeps its room for lock and data files.
+            self.fds.close_position(state)
+            return position
+        self.fds.close_position(state)
+        create_position(self.files, state.directory, position)
+        self.created.add(state.dir_path)
+        state.has_position_file = True
+        return position
+
+    def sync(self, state: SessionState, *, data: bool) -> int:
+        """``fdatasync`` of the state's data (or position) file, where ``syncfs`` is missing;
+        returns how many syncs that took."""
+        if data:
+            if state.identity is None:
+                return 0
+            self.files.datasync(self._data_fd(state))
+            return 1
+        if not state.has_position_file or self._position_fd(state) < 0:
+            return 0
+        self.files.datasync(state.pos_fd)
+        return 1

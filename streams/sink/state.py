@@ -1,0 +1,137 @@
+"""What the sink knows of one state directory between checkpoints, and the pure rules on it.
+
+``position`` is what this worker knows the file holds: its first ``position.size`` bytes are
+the session's lines up to ``position.offsets`` (written, durable or not). ``recorded`` is the
+last position written to the position file (its ``seq`` numbers the slots). ``tail`` counts
+bytes past ``position.size`` that are not known to be ours yet: a torn or unrecorded tail
+found on recovery, or lines another writer appended. Fresh lines are compared with the tail
+and written over it; the file is cut only at the first byte that differs.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from streams.core.records import SinkLine
+from streams.sink.position import POSITION_NAME, SinkPosition
+
+__all__ = [
+    "FILE_NAME",
+    "LOCK_NAME",
+    "SessionState",
+    "Tail",
+    "advance",
+    "first_difference",
+    "fresh_lines",
+]
+
+
+class Tail(enum.Enum):
+    """Where the bytes past ``position.size`` came from."""
+
+    NONE = "none"
+    #: Found on recovery past the recorded position: lines written before a crash (the
+    #: replay writes them again, identically) or a torn write. Cut once the replay has
+    #: caught up without reproducing them.
+    RECOVERED = "recovered"
+    #: Appended by another writer while this worker held the session: compared, never cut
+    #: for being unexplained.
+    FOREIGN = "foreign"
+    #: A file without a position file: this sink's, after a power loss before its first
+    #: checkpoint, or another program's (adopted: its whole lines kept).
+    UNOWNED = "unowned"
+
+
+#: File names in a state directory (the lock file is the protocol other processes follow).
+FILE_NAME: Final = "pending_escalations.jsonl"
+LOCK_NAME: Final = ".lock"
+
+
+@dataclass(slots=True, eq=False)
+class SessionState:
+    name: str
+    directory: Path
+    position: SinkPosition = field(default_factory=SinkPosition)
+    recorded: SinkPosition = field(default_factory=SinkPosition)
+    tail: int = 0
+    tail_kind: Tail = Tail.NONE
+    #: (dev, inode) of the data file when last seen; None: there was none.
+    identity: tuple[int, int] | None = None
+    has_position_file: bool = False
+    #: False until the directory has been read under its lock (first use, or after a
+    #: replacement): until then nothing above is known.
+    loaded: bool = False
+    #: Monotonic time of the first write not yet checkpointed; None: nothing to record.
+    dirty_since: float | None = None
+    #: Open descriptors (-1: closed), owned by the sink's descriptor cache.
+    lock_fd: int = -1
+    data_fd: int = -1
+    pos_fd: int = -1
+    dir_path: str = field(init=False)
+    data_path: str = field(init=False)
+    lock_path: str = field(init=False)
+    pos_path: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dir_path = str(self.directory)
+        self.data_path = f"{self.dir_path}/{FILE_NAME}"
+        self.lock_path = f"{self.dir_path}/{LOCK_NAME}"
+        self.pos_path = f"{self.dir_path}/{POSITION_NAME}"
+
+    @property
+    def expected_size(self) -> int:
+        """The data file's size as this worker knows it."""
+        return self.position.size + self.tail
+
+    @property
+    def dirty(self) -> bool:
+        return self.dirty_since is not None
+
+
+def fresh_lines(position: SinkPosition, items: Iterable[SinkLine]) -> list[SinkLine]:
+    """The items past the position's offsets (each source partition tracked on its own)."""
+    offsets = position.offsets
+    last: dict[str, int] = {}
+    fresh: list[SinkLine] = []
+    for item in items:
+        source = item.source
+        seen = last.get(source)
+        if seen is None:
+            seen = offsets.get(source, -1)
+        if item.offset > seen:
+            last[source] = item.offset
+            fresh.append(item)
+    return fresh
+
+
+def advance(position: SinkPosition, fresh: list[SinkLine], payload_size: int) -> SinkPosition:
+    """The position once ``fresh`` (``payload_size`` bytes) follows it in the file."""
+    offsets = dict(position.offsets)
+    for item in fresh:
+        offsets[item.source] = item.offset
+    return SinkPosition(
+        size=position.size + payload_size,
+        entries=position.entries + len(fresh),
+        offsets=offsets,
+        last_ts_us=fresh[-1].ts_us,
+        seq=position.seq,
+    )
+
+
+def first_difference(existing: bytes, payload: bytes) -> int:
+    """How many leading bytes ``existing`` and ``payload`` share."""
+    n = min(len(existing), len(payload))
+    if existing[:n] == payload[:n]:
+        return n
+    lo, hi = 0, n  # existing[:lo] == payload[:lo] and existing[:hi] != payload[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if existing[lo:mid] == payload[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
