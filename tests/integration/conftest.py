@@ -15,9 +15,9 @@ import pytest
 
 from streams.ops.broker import EmbeddedBroker
 
-from .support import Job, Worker, docker_answers
+from .support import Job, docker_answers
 
-__all__ = ["Job", "Worker"]
+__all__ = ["JobFactory"]
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 
 from streams.ops.sample import bus_events
 
-from .conftest import Job
+from .support import Job
 
 pytestmark = pytest.mark.integration
 

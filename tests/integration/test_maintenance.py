@@ -12,7 +12,7 @@ import pytest
 from streams.ops.sample import bus_events
 from streams.sink.files import FILE_NAME
 
-from .conftest import Job
+from .support import Job
 
 pytestmark = pytest.mark.integration
 
