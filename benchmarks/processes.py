@@ -7,10 +7,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from streams.ops.worker_process import WorkerProcess
 
 __all__ = [
     "BenchError",
@@ -66,33 +67,13 @@ def open_descriptors(pid: int) -> int:
         return -1
 
 
-class Worker:
+class Worker(WorkerProcess):
     """``python -m streams.cli worker`` as a child process, with its own log file."""
 
     def __init__(self, env: dict[str, str], cwd: Path, name: str) -> None:
-        self.env, self.cwd, self.name = env, cwd, name
-        self.log_path = cwd / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.started = 0.0
+        super().__init__(env, cwd, cwd / f"{name}.log")
+        self.name = name
         self.peak_fds = 0  # most descriptors seen open (sampled)
-
-    def start(self) -> Worker:
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
-                env=self.env,
-                cwd=self.cwd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        self.started = time.perf_counter()
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
 
     def check_alive(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -104,17 +85,15 @@ class Worker:
             self.peak_fds = max(self.peak_fds, open_descriptors(self.pid))
 
     def stop(self) -> float:
-        return stop_process(self.process)
+        return self.terminate(timeout=30.0)
 
     def log_tail(self, chars: int = 3000) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text[-chars:]
+        return self.log()[-chars:]
 
     def stop_line(self) -> dict[str, Any] | None:
         """The counters of the SIGTERM line: batches, lines written, the sink's checkpoints,
         sync calls, durability lag and open files."""
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        matches = list(STOP_LINE.finditer(text))
+        matches = list(STOP_LINE.finditer(self.log()))
         if not matches:
             return None
         found = matches[-1]

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,6 +18,7 @@ from streams.core.records import DATA_DIR_NAME
 from streams.ops.broker import EmbeddedBroker
 from streams.ops.produce import produce_lines
 from streams.ops.sample import bus_events
+from streams.ops.worker_process import WorkerProcess
 from streams.runtime.topics import ensure_topics
 from streams.sink.files import FILE_NAME
 
@@ -72,15 +70,7 @@ def run_demo(
         settings = settings_module.load(env)
         asyncio.run(ensure_topics(settings, broker.bootstrap))
         log_path = logs / "worker.log"
-        with open(log_path, "wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
-                env=env,
-                cwd=root,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        worker = WorkerProcess(env, root, log_path).start()
         echo(f"demo: worker pid {worker.pid}, log {log_path}")
         try:
             report = asyncio.run(
@@ -89,12 +79,7 @@ def run_demo(
             echo(f"demo: produced {report.events} events to {settings.input_topic}")
             ok = _wait_for(root, expected, worker, timeout)
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            worker.terminate(timeout=20)
     _show(root, expected, echo)
     if ok:
         echo(f"demo: OK, every file matches `escalations map` of the sample ({root})")
@@ -104,14 +89,14 @@ def run_demo(
 
 
 def _wait_for(
-    root: Path, expected: dict[str, bytes], worker: subprocess.Popen[bytes], timeout: float
+    root: Path, expected: dict[str, bytes], worker: WorkerProcess, timeout: float
 ) -> bool:
     deadline = time.monotonic() + timeout
     sessions = sorted(expected)
     while time.monotonic() < deadline:
         if actual_files(root, sessions) == expected:
             return True
-        if worker.poll() is not None:
+        if not worker.alive():
             return False
         time.sleep(0.2)
     return False

@@ -10,9 +10,7 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +28,7 @@ from streams.core.maplines import expected_files
 from streams.core.records import DATA_DIR_NAME
 from streams.ops.demo import actual_files
 from streams.ops.produce import ProduceReport, produce_lines
+from streams.ops.worker_process import WorkerProcess
 from streams.runtime.topics import ensure_topics
 
 __all__ = [
@@ -141,67 +140,22 @@ def files_diff(expected: dict[str, bytes], actual: dict[str, bytes]) -> str:
     return "\n".join(out[:20]) + (f"\n  ... {len(out) - 20} more" if len(out) > 20 else "")
 
 
-class Worker:
+class Worker(WorkerProcess):
     """``escalations worker`` as a child process; the test that starts it stops it."""
 
     def __init__(self, env: dict[str, str], cwd: Path, name: str) -> None:
-        self.env, self.cwd, self.name = env, cwd, name
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(env, cwd, cwd / f"{name}.log")
+        self.name = name
         self.starts = 0
-        #: What runs: ``escalations worker`` (Faust's own ``faust -A streams.app worker`` too).
-        self.command = [sys.executable, "-m", "streams.cli", "worker"]
 
-    @property
-    def log_path(self) -> Path:
-        return self.cwd / f"{self.name}.log"
-
-    def start(self) -> Worker:
+    def start(self, banner: str | None = None) -> Worker:
         self.starts += 1
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n===== start {self.starts} =====\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                self.command,
-                env=self.env,
-                cwd=self.cwd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        super().start(banner or f"===== start {self.starts} =====")
         return self
 
-    def kill(self) -> None:
-        """SIGKILL: no flush, no commit, no goodbye to the group."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def terminate(self, timeout: float = 20) -> float:
-        """SIGTERM and wait; returns the seconds it took to exit."""
-        started = time.monotonic()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise
-        return time.monotonic() - started
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, "the worker was never started"
-        return self.process.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self.process is None else self.process.poll()
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    def terminate(self, timeout: float = 20.0, *, kill_after: bool = False) -> float:
+        """SIGTERM and wait; a worker that outlives ``timeout`` is killed and the test fails."""
+        return super().terminate(timeout, kill_after=kill_after)
 
 
 class Job:
