@@ -81,3 +81,25 @@ def test_verify_and_rebuild_a_deleted_and_a_corrupted_session(job: Job) -> None:
     job.produce(more[3000:])
     expected = job.expected(more)
     assert job.wait_for_files(expected) == expected, job.logs()
+
+
+def test_rebuild_all_reports_a_session_it_gave_up_on(job: Job) -> None:
+    lines = list(bus_events(600, sessions=3, seed=29))
+    expected = job.expected(lines)
+    worker = job.worker()
+    job.produce(lines)
+    assert job.wait_for_files(expected) == expected
+    assert _verify_checkpointed(job).returncode == 0
+    worker.terminate()
+    # Bytes past the recorded position that the topic does not explain: as if a worker had
+    # moved past what the rebuild read. Rebuild must not replace that file, and must say so.
+    stuck = sorted(expected)[0]
+    with open(job.root / stuck / FILE_NAME, "ab") as f:
+        f.write(b'{"written":"by someone else"}\n')
+
+    result = _cli(job, "rebuild", "--all", "--idle", "0.3")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"not rebuilt {stuck}" in result.stderr
+    for session in sorted(expected)[1:]:
+        assert f"rebuilt {session}:" in result.stdout
