@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -42,8 +41,20 @@ import httpx
 from fastavro.schema import SchemaParseException
 from schema_registry.client.errors import ClientError
 
+from streams.contracts.answers import (
+    AUTH_VARIABLE,
+    FAILURES,
+    URL_VARIABLE,
+    Answer,
+    Unreadable,
+    answer_text,
+    screen,
+    server_message,
+    tls_problem,
+    transient,
+)
 from streams.contracts.schemas import SchemaStore
-from streams.errors import ContractError, EscalationsError, RegistryError, causes
+from streams.errors import ContractError, EscalationsError, RegistryError
 from streams.security import mask_url
 
 __all__ = ["ClientSecurity", "HttpRegistry", "IdFile", "SchemaIds", "open_ids"]
@@ -51,41 +62,6 @@ __all__ = ["ClientSecurity", "HttpRegistry", "IdFile", "SchemaIds", "open_ids"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-URL_VARIABLE = "SCHEMA_REGISTRY_URL"
-AUTH_VARIABLE = "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"
-CA_VARIABLE = "SCHEMA_REGISTRY_SSL_CA_LOCATION"
-
-
-class _Answer(Exception):
-    """An HTTP answer the client library must not interpret itself (raised by the hook)."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-    @property
-    def transient(self) -> bool:
-        return self.status == 429 or self.status >= 500
-
-
-#: What the client library and httpx raise (the library turns answers of an unexpected shape
-#: into ValueError, KeyError, TypeError or AttributeError; fastavro a bad schema into
-#: SchemaParseException).
-_FAILURES = (
-    ClientError,
-    _Answer,
-    httpx.HTTPError,
-    httpx.InvalidURL,
-    httpx.StreamError,
-    OSError,
-    ValueError,
-    KeyError,
-    TypeError,
-    AttributeError,
-    SchemaParseException,
-)
 
 
 class SchemaIds(Protocol):
@@ -123,88 +99,6 @@ class IdFile:
 
     async def id_for(self, name: str, subject: str) -> int:
         return self.store.current_id(name)
-
-
-class _Unreadable(Exception):
-    """The registry answered with a schema that is not Avro (or not valid)."""
-
-
-def _detail(response: httpx.Response) -> str:
-    """``HTTP 503: <the registry's message> (error code 50003)``, or the start of the body."""
-    try:
-        body = response.json()
-    except ValueError:
-        text = " ".join(response.text.split())[:200]
-        return f"HTTP {response.status_code}" + (f": {text}" if text else "")
-    if isinstance(body, dict) and "message" in body:
-        code = f" (error code {body['error_code']})" if "error_code" in body else ""
-        return f"HTTP {response.status_code}: {body['message']}{code}"
-    return f"HTTP {response.status_code}: {json.dumps(body)[:200]}"
-
-
-def _is_registry_error(response: httpx.Response) -> bool:
-    try:
-        body = response.json()
-    except ValueError:
-        return False
-    return isinstance(body, dict) and "error_code" in body
-
-
-async def _screen(response: httpx.Response) -> None:
-    """httpx response hook: auth refusals, overload, server errors and foreign 404s raise."""
-    status = response.status_code
-    if status in (401, 403, 429) or status >= 500:
-        await response.aread()
-        raise _Answer(status, _detail(response))
-    if status == 404:
-        await response.aread()
-        if not _is_registry_error(response):
-            raise _Answer(status, f"not a schema registry's answer: {_detail(response)}")
-
-
-def _tls_problem(exc: BaseException) -> str | None:
-    """What is wrong with TLS to the registry (retrying cannot heal it), or None."""
-    for error in causes(exc):
-        if isinstance(error, ssl.SSLCertVerificationError):
-            detail = getattr(error, "verify_message", None) or str(error)
-            return (
-                f"we do not trust the registry's certificate ({detail}): check {CA_VARIABLE} "
-                f"(e.g. {CA_VARIABLE}=/etc/registry/ca.pem) and the host name in {URL_VARIABLE}"
-            )
-        if isinstance(error, ssl.SSLError):
-            reason = str(getattr(error, "reason", None) or error)
-            if "WRONG_VERSION_NUMBER" in reason:
-                return (
-                    f"the registry does not speak TLS on this port ({reason}): check "
-                    f"{URL_VARIABLE} (http:// or https://, and the port)"
-                )
-            if "ALERT" in reason:
-                return (
-                    f"the registry refused the TLS handshake ({reason}): check "
-                    "SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION and SCHEMA_REGISTRY_SSL_KEY_LOCATION"
-                )
-    return None
-
-
-def _transient(exc: BaseException) -> str | None:
-    """A short description of a failure worth retrying; None when retrying cannot help."""
-    if isinstance(exc, _Answer):
-        return exc.detail if exc.transient else None
-    if isinstance(exc, ClientError):
-        code = exc.http_code or 0
-        return f"HTTP {code}: {exc}" if code == 429 or code >= 500 else None
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
-        return None
-    if isinstance(exc, httpx.TransportError) and _tls_problem(exc) is None:
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return None
-
-
-def _server_message(exc: ClientError) -> str:
-    body = exc.server_traceback
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])
-    return str(exc)
 
 
 class HttpRegistry:
@@ -261,7 +155,7 @@ class HttpRegistry:
         if "verify" not in options:  # built once: httpx would load the CA bundle per request
             options["verify"] = httpx.create_ssl_context()
         hooks: dict[str, list[Any]] = options.setdefault("event_hooks", {})
-        hooks.setdefault("response", []).append(_screen)
+        hooks.setdefault("response", []).append(screen)
 
     def known(self) -> dict[int, dict[str, Any]]:
         return {}  # every writer schema is fetched by id, then cached by the codec
@@ -279,13 +173,13 @@ class HttpRegistry:
             except json.JSONDecodeError:
                 raise  # the answer is not JSON: the registry's (or a proxy's) fault
             except (ValueError, SchemaParseException) as exc:  # e.g. a PROTOBUF schema
-                raise _Unreadable(str(exc)) from exc
+                raise Unreadable(str(exc)) from exc
 
         found: Any = None
         problem: str | None = None
         try:
             found = await self._ask(f"fetching schema id {schema_id}", get, deadline=None)
-        except _Unreadable as exc:
+        except Unreadable as exc:
             problem = str(exc)
         if found is not None and getattr(found, "schema_type", "AVRO") != "AVRO":
             found, problem = None, f"a {found.schema_type} schema"
@@ -364,8 +258,8 @@ class HttpRegistry:
             attempts += 1
             try:
                 result = await call(timeout)
-            except _FAILURES as exc:
-                problem = _transient(exc)
+            except FAILURES as exc:
+                problem = transient(exc)
                 if problem is None:
                     raise self._refusal(what, exc) from exc
                 remaining = None if deadline is None else deadline - self._clock()
@@ -386,33 +280,31 @@ class HttpRegistry:
 
     def _refusal(self, what: str, exc: BaseException) -> EscalationsError:
         """The error for a failure retrying cannot heal."""
-        status = exc.status if isinstance(exc, _Answer) else None
+        status = exc.status if isinstance(exc, Answer) else None
         if isinstance(exc, ClientError) and exc.http_code in (401, 403, 409, 422):
             status = exc.http_code
         if status == 401:
             return RegistryError(
                 f"{URL_VARIABLE}={self.masked_url}: the registry refused our credentials "
-                f"({_answer_text(exc)}) {what}: check {AUTH_VARIABLE} "
+                f"({answer_text(exc)}) {what}: check {AUTH_VARIABLE} "
                 f"(e.g. {AUTH_VARIABLE}=escalation-stream:s3cret)"
             )
         if status == 403:
             return RegistryError(
                 f"{URL_VARIABLE}={self.masked_url}: the registry denied access "
-                f"({_answer_text(exc)}) {what}: check the user in {AUTH_VARIABLE} and its "
+                f"({answer_text(exc)}) {what}: check the user in {AUTH_VARIABLE} and its "
                 "permissions"
             )
         if status in (409, 422) and isinstance(exc, ClientError):
             verdict = "incompatible" if status == 409 else "invalid"
             return ContractError(
                 f"{self.masked_url} refused {what} as {verdict} (HTTP {status}: "
-                f"{_server_message(exc)})"
+                f"{server_message(exc)})"
             )
-        problem = _tls_problem(exc)
+        problem = tls_problem(exc)
         if problem is not None:
             return RegistryError(f"{URL_VARIABLE}={self.masked_url}: {what}: {problem}")
-        return RegistryError(
-            f"{URL_VARIABLE}={self.masked_url}: {what} failed: {_answer_text(exc)}"
-        )
+        return RegistryError(f"{URL_VARIABLE}={self.masked_url}: {what} failed: {answer_text(exc)}")
 
     def _failed(self, what: str, problem: str) -> None:
         now = self._clock()
@@ -446,14 +338,6 @@ class HttpRegistry:
             )
         self._failing_since = None
         self._failures = 0
-
-
-def _answer_text(exc: BaseException) -> str:
-    if isinstance(exc, _Answer):
-        return exc.detail
-    if isinstance(exc, ClientError) and exc.http_code is not None:
-        return f"HTTP {exc.http_code}: {_server_message(exc)}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def open_ids(

@@ -18,12 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import socket
-import sys
-import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -36,6 +32,7 @@ from streams.contracts.schemas import ENTRY, SchemaStore
 from streams.core.deadletter import Headers
 from streams.errors import ConfigError, EscalationsError
 from streams.runtime import web
+from streams.runtime.faustapp import EXIT_FATAL, Fatal, exit_now, faust_app
 from streams.runtime.handoff import Handoff
 from streams.runtime.logs import collapse_repeats
 from streams.runtime.metrics import Metrics
@@ -52,130 +49,12 @@ from streams.runtime.stages import MapStage, SinkStage
 from streams.runtime.stats import Stats
 from streams.runtime.topics import ensure_topics
 from streams.security import check_connection
-from streams.settings import MAX_REQUEST_BYTES, Settings
+from streams.settings import Settings
 from streams.sink.files import FileSink
 
-__all__ = ["EXIT_FATAL", "Runtime", "build", "create_app", "faust_app"]
+__all__ = ["EXIT_FATAL", "Runtime", "build", "create_app"]
 
 log = logging.getLogger(__name__)
-
-#: The worker's exit status when it stops on purpose without committing (EX_SOFTWARE).
-EXIT_FATAL = 70
-#: The exit status when a stop outlived the drain bound and was cut short (EX_TEMPFAIL):
-#: the batch in hand was abandoned uncommitted, so it is consumed again on restart.
-EXIT_DRAIN_CUT = 75
-#: The exit status of a configuration the worker cannot start with (EX_CONFIG).
-EXIT_CONFIG = 78
-
-
-class EscalationsApp(faust.App):
-    """Faust's app, with a bound on how long a stop may take (a broker that is gone can
-    keep Faust's consumer and producer waiting forever)."""
-
-    drain_timeout_s: float = 10.0
-    _drain_timer: threading.Timer | None = None
-    #: Checks run before Faust creates its directories (the Runtime's ``prepare``).
-    prepare: Callable[[], Awaitable[None]] | None = None
-
-    async def on_first_start(self) -> None:
-        if self.prepare is not None:
-            await self.prepare()
-        if self.conf.web_enabled:
-            problem = web_port_problem(self.conf.web_bind, int(self.conf.web_port))
-            if problem is not None:
-                _exit_config(problem)
-        await super().on_first_start()
-
-    async def on_stop(self) -> None:
-        if self._drain_timer is None:
-            # A thread, not a task: the event loop itself may be what is stuck.
-            self._drain_timer = threading.Timer(self.drain_timeout_s, _drain_cut, [self])
-            self._drain_timer.daemon = True
-            self._drain_timer.start()
-        await super().on_stop()
-
-
-def web_port_problem(host: str, port: int) -> str | None:
-    """Why the web server cannot listen on ``host:port`` (taken, say), or None."""
-    if port == 0:
-        return None
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return (
-                f"the web server cannot listen on {host}:{port}: {exc.strerror}. Each worker on "
-                "a host needs its own port: set ESCALATIONS_WEB_PORT (e.g. "
-                "ESCALATIONS_WEB_PORT=6067), or ESCALATIONS_WEB_ENABLED=false to run without it"
-            )
-    return None
-
-
-def _exit_config(message: str) -> NoReturn:
-    log.critical("escalations: %s", message)
-    print(f"escalations: error: {message}", file=sys.stderr, flush=True)
-    logging.shutdown()
-    os._exit(EXIT_CONFIG)
-
-
-def _drain_cut(app: EscalationsApp) -> None:
-    log.error(
-        "escalations: still stopping after %.0fs (ESCALATIONS_DRAIN_TIMEOUT): exiting without "
-        "committing the batch in hand; it is consumed again on restart",
-        app.drain_timeout_s,
-    )
-    print(
-        f"escalations: stop cut short after {app.drain_timeout_s:.0f}s (ESCALATIONS_DRAIN_TIMEOUT)",
-        file=sys.stderr,
-        flush=True,
-    )
-    logging.shutdown()
-    os._exit(EXIT_DRAIN_CUT)
-
-
-Fatal = Callable[[BaseException], NoReturn]
-
-
-def exit_now(exc: BaseException) -> NoReturn:
-    """Stop at once without committing: what was not written is consumed again on restart."""
-    log.critical("escalations: stopping: %s", exc, exc_info=not isinstance(exc, EscalationsError))
-    print(f"escalations: fatal: {exc}", file=sys.stderr, flush=True)
-    logging.shutdown()
-    os._exit(EXIT_FATAL)
-
-
-def faust_app(settings: Settings) -> EscalationsApp:
-    """The Faust app with the job's settings (raw bytes everywhere: we decode ourselves)."""
-    data_dir = settings.faust_data_dir
-    app = EscalationsApp(
-        settings.app_id,
-        broker=settings.broker_url,
-        autodiscover=False,
-        datadir=str(data_dir),
-        key_serializer="raw",
-        value_serializer="raw",
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        topic_allow_declare=settings.create_topics,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-        producer_linger=0.005,
-        # The table is a view of snapshots; the embedded broker reports end offsets short,
-        # which makes Faust's recovery check crash a worker that takes over a changelog.
-        recovery_consistency_check=False,
-        producer_max_request_size=MAX_REQUEST_BYTES,
-        web_enabled=settings.web_enabled,
-        web_bind=settings.web_bind,
-        web_port=settings.web_port,
-        web_host=settings.web_host,
-        # TLS/SASL for Faust's own consumer, producer and admin client.
-        broker_credentials=settings.kafka.faust_credentials(),
-    )
-    app.drain_timeout_s = settings.drain_timeout_s
-    return app
 
 
 class Runtime:

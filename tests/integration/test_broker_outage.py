@@ -13,7 +13,7 @@ import pytest
 
 from streams.ops.broker import EmbeddedBroker, free_port
 from streams.ops.sample import bus_events
-from streams.runtime.factory import EXIT_DRAIN_CUT
+from streams.runtime.faustapp import EXIT_DRAIN_CUT
 from streams.sink.files import FileSink
 from streams.sink.verify import verify_session
 

@@ -12,7 +12,7 @@ import pytest
 
 from streams.ops.broker import free_port
 from streams.ops.sample import bus_events
-from streams.runtime.factory import EXIT_CONFIG
+from streams.runtime.faustapp import EXIT_CONFIG
 
 from .conftest import JobFactory
 from .support import Job, http_get, wait_until

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from streams.ops.sample import bus_events
-from streams.runtime.factory import EXIT_FATAL
+from streams.runtime.faustapp import EXIT_FATAL
 from tests.support import tls
 from tests.support.secure_kafka import SecureCluster
 from tests.support.tls import Certs

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from streams.ops.sample import bus_events
-from streams.runtime.factory import EXIT_FATAL
+from streams.runtime.faustapp import EXIT_FATAL
 
 from .conftest import JobFactory
 from .support import Job, Worker, wait_until
