@@ -18,10 +18,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from benchmarks import data, pyspy
-from benchmarks.processes import BenchError, LogWatch, Worker, merge_stops, say, stop_process
+from benchmarks.processes import BenchError, LogWatch, Worker, merge_stops, say
 from benchmarks.procstat import cpu_seconds, peak_rss_mb
 from streams import settings as settings_module
 from streams.ops.broker import EmbeddedBroker
+from streams.ops.processes import stop_process
 from streams.runtime.sender import BatchSender
 from streams.runtime.topics import ensure_topics
 from streams.sink.files import FILE_NAME

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-from streams.ops.worker_process import WorkerProcess
+from streams.ops.processes import WorkerProcess
 
 __all__ = [
     "BenchError",
@@ -19,7 +16,6 @@ __all__ = [
     "Worker",
     "open_descriptors",
     "say",
-    "stop_process",
 ]
 
 #: The worker's line at SIGTERM (streams/runtime/source.py + the factory's summary).
@@ -43,20 +39,6 @@ class BenchError(Exception):
 
 def say(message: str) -> None:
     print(f"bench: {message}", flush=True)
-
-
-def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> float:
-    """SIGTERM by PID and wait; SIGKILL when it does not exit. Returns the seconds it took."""
-    started = time.monotonic()
-    if process is None or process.poll() is not None:
-        return 0.0
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-    return time.monotonic() - started
 
 
 def open_descriptors(pid: int) -> int:

@@ -7,9 +7,7 @@ idempotent/transactional producers and reports wrong end offsets (see README).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import signal
 import socket
 import subprocess
 import time
@@ -17,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from streams.errors import BrokerError
+from streams.ops.processes import die_with_parent, stop_process
 
 __all__ = ["EmbeddedBroker", "free_port"]
 
@@ -27,15 +26,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """Linux: the broker gets SIGTERM when the process that started it dies (even by SIGKILL)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _binary() -> str:
@@ -94,7 +84,7 @@ class EmbeddedBroker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl
             )
         finally:
             if out is not subprocess.DEVNULL:
@@ -120,14 +110,7 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

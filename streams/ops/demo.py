@@ -16,9 +16,9 @@ from streams.contracts.schemas import BUS_EVENT, SchemaStore
 from streams.core.maplines import expected_files
 from streams.core.records import DATA_DIR_NAME
 from streams.ops.broker import EmbeddedBroker
+from streams.ops.processes import WorkerProcess
 from streams.ops.produce import produce_lines
 from streams.ops.sample import bus_events
-from streams.ops.worker_process import WorkerProcess
 from streams.runtime.topics import ensure_topics
 from streams.sink.files import FILE_NAME
 

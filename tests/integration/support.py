@@ -27,8 +27,8 @@ from streams.contracts.schemas import BUS_EVENT, SchemaStore
 from streams.core.maplines import expected_files
 from streams.core.records import DATA_DIR_NAME
 from streams.ops.demo import actual_files
+from streams.ops.processes import WorkerProcess
 from streams.ops.produce import ProduceReport, produce_lines
-from streams.ops.worker_process import WorkerProcess
 from streams.runtime.topics import ensure_topics
 
 __all__ = [

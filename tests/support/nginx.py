@@ -18,7 +18,8 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.support.tls import die_with_parent, stop_process, wait_for_port
+from streams.ops.processes import die_with_parent, stop_process
+from tests.support.tls import wait_for_port
 from tests.support.tools import require_tool
 
 __all__ = ["Nginx"]

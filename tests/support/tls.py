@@ -10,10 +10,8 @@ The certificates are made once per test session, in the session's base temporary
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.ops.processes import die_with_parent, stop_process
 from tests.support.tools import require_tool
 
 __all__ = [
@@ -31,10 +30,8 @@ __all__ = [
     "Certs",
     "Stunnel",
     "certs",
-    "die_with_parent",
     "free_port",
     "make_certs",
-    "stop_process",
     "wait_for_port",
 ]
 
@@ -81,27 +78,6 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeou
             return
         time.sleep(0.02)
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
-
-
-def die_with_parent() -> None:
-    """Linux: the child gets SIGTERM when the test process dies (even by SIGKILL)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def stop_process(process: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM by PID, then SIGKILL after 5 s."""
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
 
 
 def _openssl(openssl: str, *args: str, cwd: Path) -> None:

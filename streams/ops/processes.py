@@ -1,10 +1,13 @@
-"""``escalations worker`` as a child process: what the demo, the tests and the benchmark start.
+"""Child processes the project starts (workers, the embedded broker, test servers): started
+so that they die with their parent, stopped by PID (SIGTERM, then SIGKILL past a bound).
 
-Its output goes to a log file; it is stopped by PID (SIGTERM, then SIGKILL past a bound).
+``WorkerProcess`` is ``escalations worker`` as a child process: what the demo, the tests and the
+benchmark start, its output in a log file.
 """
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import subprocess
 import sys
@@ -12,7 +15,32 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["WORKER_COMMAND", "WorkerProcess"]
+__all__ = ["WORKER_COMMAND", "WorkerProcess", "die_with_parent", "stop_process"]
+
+
+def die_with_parent() -> None:
+    """Linux (a ``preexec_fn``): the child gets SIGTERM when the process that started it dies,
+    even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> float:
+    """SIGTERM by PID and wait; SIGKILL when it outlives ``timeout``. Returns the seconds taken."""
+    started = time.monotonic()
+    if process is None or process.poll() is not None:
+        return 0.0
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+    return time.monotonic() - started
+
 
 #: ``escalations worker``, with the interpreter that runs this code.
 WORKER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "streams.cli", "worker")
