@@ -24,8 +24,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.sync_seconds = Histogram(
             "escalations_durable_append_seconds",
-            "Time of a batch's durable append round: every state directory's lines written "
-            "and fsynced, then every position recorded and fsynced.",
+            "Time of a sink checkpoint: the lines written since the last one made durable "
+            "(syncfs), every written directory's position recorded, then synced again.",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
