@@ -13,13 +13,11 @@ them through a location that returns ``{"error_code":401,"message":"Unauthorized
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from streams.ops.processes import die_with_parent, stop_process
-from tests.support.tls import wait_for_port
+from tests.support.server import ServerProcess
 from tests.support.tools import require_tool
 
 __all__ = ["Nginx"]
@@ -45,12 +43,13 @@ def _htpasswd(users: Mapping[str, str]) -> str:
     return "".join(lines)
 
 
-class Nginx:
+class Nginx(ServerProcess):
     """nginx terminating TLS, checking basic auth and proxying to ``127.0.0.1:upstream_port``."""
 
+    name = "nginx"
+
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(directory)
         self.port = 0
 
     @property
@@ -60,6 +59,10 @@ class Nginx:
     @property
     def error_log(self) -> Path:
         return self.directory / "error.log"
+
+    @property
+    def log_path(self) -> Path:
+        return self.error_log
 
     def config(self, port: int, upstream_port: int, cert: Path, key: Path, htpasswd: Path) -> str:
         d = self.directory
@@ -123,30 +126,9 @@ http {{
         config = self.directory / "nginx.conf"
         config.write_text(self.config(port, upstream_port, cert, key, htpasswd))
         self.port = port
-        self.process = subprocess.Popen(
+        self.launch(
             [binary, "-c", str(config), "-p", str(self.directory), "-e", str(self.error_log)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl
-            env={**os.environ, "LC_ALL": "C"},
+            port,
+            timeout,
         )
-        try:
-            wait_for_port(port, self.process, "nginx", timeout)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"{exc}\n{self.log()}") from None
         return self
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        stop_process(process)
-
-    def log(self) -> str:
-        return self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
-
-    def __enter__(self) -> Nginx:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

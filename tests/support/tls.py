@@ -9,20 +9,17 @@ The certificates are made once per test session, in the session's base temporary
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from streams.ops.processes import die_with_parent, stop_process
+from tests.support.server import ServerProcess
 from tests.support.tools import require_tool
 
 __all__ = [
@@ -32,7 +29,6 @@ __all__ = [
     "certs",
     "free_port",
     "make_certs",
-    "wait_for_port",
 ]
 
 #: The password of ``Certs.client_key_encrypted``.
@@ -63,21 +59,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float) -> None:
-    """Return once ``127.0.0.1:port`` accepts connections; fail if ``process`` exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {process.returncode} while starting")
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), timeout=0.2),
-        ):
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
 
 
 def _openssl(openssl: str, *args: str, cwd: Path) -> None:
@@ -230,20 +211,17 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return make_certs(tmp_path_factory.getbasetemp() / "test-certs")
 
 
-class Stunnel:
+class Stunnel(ServerProcess):
     """``stunnel4`` terminating TLS on ``accept_port`` and forwarding plain TCP to ``connect_port``.
 
     Started in the foreground (``foreground = yes``, no pid file) and stopped by its PID.
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-        self.accept_port = 0
+    name = "stunnel"
 
-    @property
-    def log_path(self) -> Path:
-        return self.directory / "stunnel.log"
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.accept_port = 0
 
     def start(
         self,
@@ -277,31 +255,5 @@ class Stunnel:
         config = self.directory / "stunnel.conf"
         config.write_text("\n".join(lines) + "\n")
         self.accept_port = accept_port
-        self.process = subprocess.Popen(
-            [binary, str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl
-            env={**os.environ, "LC_ALL": "C"},
-        )
-        try:
-            wait_for_port(accept_port, self.process, "stunnel4", timeout)
-        except RuntimeError as exc:
-            self.stop()
-            log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-            raise RuntimeError(f"{exc}\n{log}") from None
+        self.launch([binary, str(config)], accept_port, timeout)
         return self
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        stop_process(process)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> Stunnel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
