@@ -30,11 +30,15 @@ class Events:
     """Encoded records (key, value) in send order and the file bytes they must produce."""
 
     records: list[tuple[bytes, bytes]]
-    expected: dict[str, bytes]  # per session: the exact bytes `escalations map` gives
+    #: Per session: the exact bytes `escalations map` gives for every event so far (with the
+    #: events of the backlog this one continues, if any).
+    expected: dict[str, bytes]
     #: For events with controlled timestamps: a line's ``ts`` string -> its event's index.
     ts_index: dict[bytes, int] = field(default_factory=dict)
     #: ... and the session of each event that has a line.
     session_of: dict[int, str] = field(default_factory=dict)
+    #: The JSON-form lines of every event so far (what a continuation maps after).
+    history: list[str] = field(default_factory=list)
 
     @property
     def lines(self) -> int:
@@ -44,17 +48,22 @@ class Events:
         return {session: len(data) for session, data in self.expected.items()}
 
 
-def backlog(count: int, sessions: int, seed: int) -> Events:
-    """The sample mix (~40% filtered); expected files from ``streams.core.maplines.expected_files``."""
+def backlog(count: int, sessions: int, seed: int, *, after: Events | None = None) -> Events:
+    """The sample mix (~40% filtered); expected files from ``streams.core.maplines.expected_files``.
+
+    With ``after``, a continuation of that backlog (the same session ids, sent after it): the
+    expected files hold both backlogs' lines.
+    """
     store = SchemaStore()
     lines = list(bus_events(count, sessions=sessions, seed=seed))
+    history = [*after.history, *lines] if after is not None else lines
     codec = Codec(IdFile(store).known())
     schema_id = store.current_id(BUS_EVENT)
     records = [
         (datum["session_id"].encode(), codec.encode(schema_id, datum))
         for datum in BusJson(store.current(BUS_EVENT)).parse_lines(lines)
     ]
-    return Events(records, expected_files(lines, store.current(BUS_EVENT)))
+    return Events(records, expected_files(history, store.current(BUS_EVENT)), history=history)
 
 
 def timed(count: int, sessions: int, seed: int, base_us: int) -> Events:

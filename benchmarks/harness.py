@@ -121,8 +121,10 @@ def _sweep_one(
     tag: str,
     sessions: int,
     profile: float,
-) -> tuple[CountRun, data.Events, dict[str, str], list[str]]:
-    """One session count: fresh topics, preload, the reference, the job."""
+) -> tuple[CountRun, data.Events, data.Events, dict[str, str], list[str]]:
+    """One session count: fresh topics, preload, the reference, the job on new sessions, then
+    on live ones; returns the run, the first backlog, the events so far (both backlogs) and
+    the job's environment."""
     say(f"{sessions:,} sessions: generating {args.events:,} events (seed {args.seed})")
     backlog = data.backlog(args.events, sessions, args.seed)
     run_tag = f"{tag}-{sessions}"
@@ -140,15 +142,36 @@ def _sweep_one(
         f"reference: {reference['events']:,} events in {reference['seconds']:.2f}s = "
         f"{reference['events'] / reference['seconds']:,.0f}/s"
     )
-    job, profile_lines = run_backlog(
-        env, tmp, root, backlog, broker.pid, settings.input_topic, profile, name=f"s{sessions}"
+    job, _ = run_backlog(
+        env, tmp, root, backlog, broker.pid, settings.input_topic, name=f"s{sessions}"
     )
     say(
-        f"job ({sessions:,} sessions): {args.events:,} events in {job['seconds']:.2f}s = "
+        f"job, new sessions ({sessions:,}): {args.events:,} events in {job['seconds']:.2f}s = "
         f"{args.events / job['seconds']:,.0f}/s, "
         f"{1e6 * job['cpu_seconds'] / args.events:.1f} µs CPU/event; files byte-exact"
     )
-    return CountRun(sessions, backlog.lines, preload_s, reference, job), backlog, env, profile_lines
+    # Live sessions: as many events again over the same sessions, whose directories and files
+    # now exist, drained by a restarted worker (its recovery of them is in the window).
+    follow = data.backlog(args.events, sessions, args.seed + 1, after=backlog)
+    asyncio.run(preload(broker.bootstrap, settings.input_topic, follow.records))
+    live, profile_lines = run_backlog(
+        env,
+        tmp,
+        root,
+        follow,
+        broker.pid,
+        settings.input_topic,
+        profile,
+        name=f"s{sessions}-live",
+        before=backlog.sizes(),
+    )
+    say(
+        f"job, live sessions ({sessions:,}): {args.events:,} events in {live['seconds']:.2f}s = "
+        f"{args.events / live['seconds']:,.0f}/s, "
+        f"{1e6 * live['cpu_seconds'] / args.events:.1f} µs CPU/event; files byte-exact"
+    )
+    run = CountRun(sessions, backlog.lines, preload_s, reference, job, live)
+    return run, backlog, follow, env, profile_lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,15 +195,17 @@ def main(argv: list[str] | None = None) -> int:
         kept: dict[int, tuple[data.Events, dict[str, str]]] = {}
         for index, sessions in enumerate(args.sessions):
             last = index == len(args.sessions) - 1
-            run, backlog, env, profile = _sweep_one(
+            run, first, so_far, env, profile = _sweep_one(
                 args, broker, tmp, tag, sessions, args.profile if last else 0.0
             )
             results.runs.append(run)
             results.profile += profile
-            if index == 0 or sessions == args.latency_sessions:
-                kept[sessions] = (backlog, env)
+            if index == 0:
+                kept[0] = (first, env)
+            if sessions == args.latency_sessions:
+                kept[sessions] = (so_far, env)
         if not args.skip_variants:
-            backlog, env = kept[args.sessions[0]]
+            backlog, env = kept[0]
             results.variants = run_variants(env, tmp, backlog, broker)
         if not args.skip_latency:
             backlog, env = kept[args.latency_sessions]

@@ -41,7 +41,10 @@ __all__ = [
 
 PROJECT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
-POLL_S = 0.010  # completion polling of the backlog run
+POLL_S = 0.010  # completion polling of the backlog run (at least this long between sweeps)
+#: At most this share of one CPU goes to the polling: a sweep over 10,000 files takes ~20 ms
+#: here, so polling every 10 ms would take most of a core from the worker and the broker.
+POLL_DUTY = 0.2
 FD_SAMPLE_S = 0.25  # how often the workers' open descriptors are counted
 
 
@@ -76,17 +79,25 @@ def wait_for_sizes(
     timeout: float,
     on_first: Callable[[], None] | None = None,
     each_poll: Callable[[], None] | None = None,
+    before: dict[str, int] | None = None,
 ) -> None:
-    """Polls until every file has its expected size; ``on_first`` when any file has bytes."""
+    """Polls until every file has its expected size; ``on_first`` when any file has more bytes
+    than it had ``before`` (default: none).
+
+    A sweep over the files still short is followed by a pause of at least ``POLL_S`` and long
+    enough to keep the polling under ``POLL_DUTY`` of a CPU: the end is seen at most one
+    sweep and one pause late (milliseconds at 64 sessions, ~0.1 s at 10,000).
+    """
     deadline = time.monotonic() + timeout
     remaining = set(sizes)
     first_seen = on_first is None
     while remaining:
+        swept = time.perf_counter()
         if each_poll is not None:
             each_poll()
         for session in list(remaining):
             size = size_of(paths[session])
-            if not first_seen and size > 0:
+            if not first_seen and size > (before or {}).get(session, 0):
                 first_seen = True
                 assert on_first is not None
                 on_first()
@@ -106,7 +117,8 @@ def wait_for_sizes(
             )
         for worker in workers:
             worker.check_alive()
-        time.sleep(POLL_S)
+        took = time.perf_counter() - swept
+        time.sleep(max(POLL_S, took * (1 - POLL_DUTY) / POLL_DUTY))
 
 
 def run_reference(
@@ -180,8 +192,10 @@ def run_backlog(
     workers: int = 1,
     name: str = "backlog",
     load: Callable[[], object] | None = None,
+    before: dict[str, int] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """``workers`` workers (one group) drain the topic: until every file is complete.
+    """``workers`` workers (one group) drain the topic: until every file is complete (grown
+    from its ``before`` size, when the files hold an earlier backlog).
 
     Without ``load`` the topic is preloaded: the window starts when a pipeline consumer first
     logs its assignment (before its first fetch). With ``load`` the workers start on an empty
@@ -226,7 +240,9 @@ def run_backlog(
             mark("assigned")
             load()
         timeout = max(120.0, len(events.records) / 500)
-        wait_for_sizes(paths, events.sizes(), running, timeout, lambda: mark("first"), each_poll)
+        wait_for_sizes(
+            paths, events.sizes(), running, timeout, lambda: mark("first"), each_poll, before
+        )
         mark("done")
         rss = max(peak_rss_mb(w.pid) for w in running)
         profile_lines = profiler.finish()
@@ -330,19 +346,23 @@ def run_variants(
     backlog: data.Events,
     broker: EmbeddedBroker,
 ) -> dict[str, dict[str, Any]]:
-    """The same events again: without fsync (its cost); to one and two running workers."""
+    """The same events again, to a fresh job each: preloaded, without fsync (its cost); sent to
+    one, then two running workers."""
     results: dict[str, dict[str, Any]] = {}
     for variant, extra, workers, live in (
         ("unsynced", {"ESCALATIONS_FSYNC": "false"}, 1, False),
         ("live1", {}, 1, True),
         ("live2", {}, 2, True),
     ):
-        variant_env = _variant(env, variant, tmp, extra, fresh_input=live)
+        variant_env = _variant(env, variant, tmp, extra)
         input_topic = variant_env["ESCALATIONS_INPUT_TOPIC"]
         asyncio.run(ensure_topics(settings_module.load(variant_env), broker.bootstrap))
 
         def send(topic: str = input_topic) -> float:
             return asyncio.run(preload(broker.bootstrap, topic, backlog.records))
+
+        if not live:
+            send()
 
         measured, _ = run_backlog(
             variant_env,
@@ -364,15 +384,12 @@ def run_variants(
     return results
 
 
-def _variant(
-    env: dict[str, str], name: str, tmp: Path, extra: dict[str, str], *, fresh_input: bool
-) -> dict[str, str]:
-    """A fresh job: its own app id (groups), output topics and state root; the same input
-    topic (preloaded), or a fresh one for events sent while it runs."""
+def _variant(env: dict[str, str], name: str, tmp: Path, extra: dict[str, str]) -> dict[str, str]:
+    """A fresh job: its own app id (groups), topics and state root."""
     input_topic = env["ESCALATIONS_INPUT_TOPIC"]
     return {
         **env,
-        "ESCALATIONS_INPUT_TOPIC": f"{input_topic}-{name}" if fresh_input else input_topic,
+        "ESCALATIONS_INPUT_TOPIC": f"{input_topic}-{name}",
         "ESCALATIONS_APP_ID": f"{env['ESCALATIONS_APP_ID']}-{name}",
         "ESCALATIONS_OUTPUT_TOPIC": f"{env['ESCALATIONS_OUTPUT_TOPIC']}-{name}",
         "ESCALATIONS_DLQ_TOPIC": f"{env['ESCALATIONS_DLQ_TOPIC']}-{name}",
