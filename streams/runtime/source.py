@@ -116,6 +116,7 @@ class BatchSource(Service):
         self.catching_up = False
         self.uncommitted: dict[TopicPartition, int] = {}  # handled, not yet checkpointed
         self.checkpointed_at = time.monotonic()
+        self._inflight: asyncio.Task[None] | None = None  # the checkpoint running, if any
         self._busy = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.batches = 0
@@ -153,9 +154,11 @@ class BatchSource(Service):
             pass
 
     async def flush(self) -> None:
-        """Once the batch in hand is done: checkpoint and commit what was handled."""
+        """Once the batch in hand and the checkpoint in flight are done: checkpoint and commit
+        what was handled."""
         async with self._busy:
             consumer = self.consumer
+            await self._settle()
             if consumer is not None and self.uncommitted:
                 await self._checkpoint(consumer)
 
@@ -194,6 +197,8 @@ class BatchSource(Service):
             log.warning("stop: the batch in hand did not finish within %ss", self.stop_timeout_s)
         else:
             try:
+                remaining = max(0.1, deadline - time.monotonic())
+                await asyncio.wait_for(self._settle(), remaining)
                 if self.uncommitted:
                     remaining = max(0.1, deadline - time.monotonic())
                     await asyncio.wait_for(self._checkpoint(consumer), remaining)
@@ -224,6 +229,7 @@ class BatchSource(Service):
             async with self._busy:
                 if self.consumer is None:
                     return  # stopping: the fetched batch is consumed again by the next owner
+                self._check_inflight()
                 self.batch_started = time.monotonic()
                 await self.handle(batch)
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
@@ -231,8 +237,7 @@ class BatchSource(Service):
                     await self._commit(consumer, offsets)
                 else:
                     self.uncommitted.update(offsets)
-                    if self._due():
-                        await self._checkpoint(consumer)
+                    await self._maybe_checkpoint(consumer)
                 self.batches += 1
                 self.processed.update(offsets)
                 self.last_progress = time.monotonic()
@@ -241,19 +246,54 @@ class BatchSource(Service):
     def _due(self) -> bool:
         if time.monotonic() - self.checkpointed_at >= self.checkpoint_interval_s:
             return True
+        return self._bytes_due()
+
+    def _bytes_due(self) -> bool:
         return self.checkpoint_due is not None and self.checkpoint_due()
+
+    async def _maybe_checkpoint(self, consumer: AIOKafkaConsumer) -> None:
+        """Starts a checkpoint when one is due and none is running; waits for the running one
+        first when enough bytes wait for the next (so they stay bounded)."""
+        if not self.uncommitted or not self._due():
+            return
+        if self._inflight is not None:
+            if not self._bytes_due():
+                return
+            await self._settle()
+        offsets, self.uncommitted = self.uncommitted, {}
+        self._inflight = asyncio.ensure_future(self._checkpoint_commit(consumer, offsets))
+
+    def _check_inflight(self) -> None:
+        """Raises the error of a checkpoint that failed (the worker must not go on)."""
+        task = self._inflight
+        if task is not None and task.done():
+            self._inflight = None
+            task.result()
+
+    async def _settle(self) -> None:
+        """Waits for the checkpoint in flight (raises its error)."""
+        task = self._inflight
+        if task is not None:
+            try:
+                await asyncio.shield(task)
+            finally:
+                if task.done():
+                    self._inflight = None
+            task.result()
 
     async def _idle(self, consumer: AIOKafkaConsumer) -> None:
         """Nothing fetched: a checkpoint when one is due; the end of the replay, once."""
         if self.uncommitted and self._due():
             async with self._busy:
-                if self.consumer is not None and self.uncommitted:
-                    await self._checkpoint(consumer)
+                if self.consumer is not None:
+                    self._check_inflight()
+                    await self._maybe_checkpoint(consumer)
         if self.catching_up and self.on_caught_up is not None and self._at_end(consumer):
             self.catching_up = False
             async with self._busy:
+                await self._settle()
                 await self.on_caught_up()
-        if self.on_idle is not None and not self.uncommitted:
+        if self.on_idle is not None and not self.uncommitted and self._inflight is None:
             async with self._busy:
                 await self.on_idle()
 
@@ -263,9 +303,17 @@ class BatchSource(Service):
         return bool(assigned) and all(consumer.highwater(tp) is not None for tp in assigned)
 
     async def _checkpoint(self, consumer: AIOKafkaConsumer) -> None:
-        """Checkpoint (everything handled durable), then commit what was handled before it."""
-        assert self.checkpoint is not None
+        """Checkpoint (everything handled durable), then commit what was handled before it
+        (with no checkpoint in flight)."""
         offsets, self.uncommitted = self.uncommitted, {}
+        await self._checkpoint_commit(consumer, offsets)
+
+    async def _checkpoint_commit(
+        self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
+    ) -> None:
+        """Checkpoint, then commit ``offsets`` (handled before it began); on failure they are
+        handed back, under any handled since."""
+        assert self.checkpoint is not None
         try:
             await self.checkpoint()
         except BaseException:

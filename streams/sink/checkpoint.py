@@ -1,18 +1,22 @@
 """The sink's checkpoint: every line written so far made durable, then the positions recorded.
 
-One round, with the sink's lock held (writes wait for it):
+One round:
 
-1. one ``syncfs(2)`` on the state root's file system: the data of every file written since the
-   last checkpoint is durable (with new directories and position files); where ``syncfs`` is
+0. ``begin`` takes the sessions written since the last checkpoint and a snapshot of each one's
+   position (what is written so far) and of the source offsets handled so far (the caller's);
+1. one ``syncfs(2)`` on the state root's file system: the data of every file written before
+   ``begin`` is durable (with new directories and position files); where ``syncfs`` is
    missing, each written file is ``fdatasync``-ed and each new directory entry ``fsync``-ed;
-2. each written directory's position is written in place (one ``pwrite`` of a slot, under the
-   directory's lock, after checking the file is still the one written);
+2. each written directory's snapshot position is written in place (one ``pwrite`` of a slot,
+   under the directory's lock, after checking the file is still the one written);
 3. one more ``syncfs``: the positions are durable.
 
-Only then does the source commit the sink group's offsets, so a committed offset is always
-covered by a durable position, and a durable position by durable bytes. With ``fsync`` off the
-two syncs are skipped. A failed sync is not retried (a retry can report success for pages
-that were lost): the worker stops without committing, and the replay writes them again.
+Only then does the source commit the offsets it had handled at ``begin``, so a committed
+offset is always covered by a durable position, and a durable position by durable bytes.
+Batches go on being written while a round runs (its syncs are long system calls in a thread):
+their lines are past the snapshot, so the next round records them. With ``fsync`` off the two
+syncs are skipped. A failed sync is not retried (a retry can report success for pages that
+were lost): the worker stops without committing, and the replay writes them again.
 """
 
 from __future__ import annotations
@@ -42,8 +46,12 @@ class Round:
     """One checkpoint in progress."""
 
     states: list[SessionState]  # the sessions written since the last checkpoint
+    #: Per session, its position at ``begin`` (what the first sync makes durable) and the
+    #: generation of its files then.
+    snapshots: dict[str, tuple[SinkPosition, int]]
     started: float
     oldest: float | None  # when the oldest of their lines was written
+    unsynced_bytes: int  # bytes written before ``begin``
     positions: dict[str, SinkPosition] = field(default_factory=dict)
     failures: list[OSError] = field(default_factory=list)
 
@@ -89,7 +97,7 @@ class Checkpoints:
     # short system calls from a thread would each wait for the GIL).
 
     def begin(self) -> Round | None:
-        """Takes the written sessions (None: nothing to checkpoint)."""
+        """Takes the written sessions and their positions (None: nothing to checkpoint)."""
         sink = self.sink
         with sink.lock:
             states = [s for s in (sink.states.get(n) for n in sorted(sink.dirty)) if s is not None]
@@ -97,22 +105,23 @@ class Checkpoints:
             if not states:
                 return None
             oldest = min((s.dirty_since for s in states if s.dirty_since is not None), default=None)
-            return Round(states, sink.clock(), oldest)
+            snapshots = {s.name: (s.position, s.generation) for s in states}
+            return Round(states, snapshots, sink.clock(), oldest, sink.unsynced_bytes)
 
     def sync(self, rnd: Round, *, data: bool) -> None:
-        """Phase 1 (``data``) or 3: one ``syncfs``; a failure stops the worker (no retry)."""
-        with self.sink.lock:
-            states = rnd.states if data else [s for s in rnd.states if s.name in rnd.positions]
-            self._sync(states, data=data)
+        """Phase 1 (``data``) or 3: one ``syncfs`` (writes may go on meanwhile: what they add
+        is past the snapshots); a failure stops the worker (no retry)."""
+        states = rnd.states if data else [s for s in rnd.states if s.name in rnd.positions]
+        self._sync(states, data=data)
 
     def record(self, rnd: Round, *, wait: bool = True) -> None:
         """Phase 2: each written directory's position slot, under its lock (not synced);
         ``LockBusy`` when ``wait`` is False and a lock is held elsewhere (then call again)."""
         with self.sink.lock:
-            rnd.positions, rnd.failures = self._record(rnd.states, wait)
+            rnd.positions, rnd.failures = self._record(rnd, wait)
 
     def abort(self, rnd: Round) -> None:
-        """The checkpoint failed: its sessions are written again by the next one."""
+        """The checkpoint failed: its sessions are recorded by the next one."""
         with self.sink.lock:
             self.sink.dirty.update(s.name for s in rnd.states if s.dirty)
 
@@ -127,11 +136,14 @@ class Checkpoints:
                     state.recorded = position
                     if position.size >= state.position.size:
                         state.position = position
-                    state.dirty_since = None
+                        state.dirty_since = None
+                    elif state.dirty_since is not None:
+                        # Written again during the round: dirty since it began, at the latest.
+                        state.dirty_since = max(state.dirty_since, rnd.started)
                 elif state.dirty:
                     sink.dirty.add(state.name)  # not recorded (an I/O error): next time
-            if not sink.dirty:
-                sink.unsynced_bytes = 0
+            if not rnd.failures:
+                sink.unsynced_bytes = max(0, sink.unsynced_bytes - rnd.unsynced_bytes)
             took = sink.clock() - rnd.started
             lag = None if rnd.oldest is None else sink.clock() - rnd.oldest
             if rnd.positions:
@@ -148,22 +160,27 @@ class Checkpoints:
         return CheckpointResult(rnd.positions, took, lag)
 
     def _record(
-        self, states: list[SessionState], wait: bool = True
+        self, rnd: Round, wait: bool = True
     ) -> tuple[dict[str, SinkPosition], list[OSError]]:
-        """Writes each written directory's position slot under its lock (not synced)."""
+        """Writes each written directory's snapshot position in its slot under its lock (not
+        synced)."""
         sink = self.sink
         positions: dict[str, SinkPosition] = {}
         failures: list[OSError] = []
 
         def record(state: SessionState) -> int:
-            if not state.dirty:
+            snapshot, generation = rnd.snapshots[state.name]
+            if not state.dirty or state.generation != generation:
                 return 0  # reloaded from a replacement: nothing of ours to record
-            position = dataclasses.replace(state.position, seq=state.recorded.seq + 1)
+            if state.recorded.size >= snapshot.size:
+                positions[state.name] = state.recorded  # another writer recorded past it
+                return 1
+            position = dataclasses.replace(snapshot, seq=state.recorded.seq + 1)
             positions[state.name] = sink.sessions_io.record(state, position)
             return 1
 
-        for state in states:
-            if not state.dirty:
+        for state in rnd.states:
+            if not state.dirty or sink.states.get(state.name) is not state:
                 continue
             try:
                 sink.locked(state, record, wait=wait)
@@ -178,28 +195,31 @@ class Checkpoints:
         files and the new directory entries); a failure stops the worker (no retry)."""
         sink = self.sink
         self.sync_calls += 1
+        created = sink.sessions_io.created
         try:
             if self._syncfs:
                 try:
                     if self._root_fd is None:
                         self._root_fd = sink.files.open_dir(sink.root)
+                    covered = set(created)
                     sink.files.syncfs(self._root_fd)
-                    sink.sessions_io.created.clear()
+                    created.difference_update(covered)
                     return
                 except OSError as exc:
                     if exc.errno not in _NO_SYNCFS:
                         raise
                     self._syncfs = False
-            for state in states:
-                self.sync_calls += sink.sessions_io.sync(state, data=data)
-            for directory in sorted(sink.sessions_io.created):
-                fd = sink.files.open_dir(directory)
-                try:
-                    sink.files.fsync(fd)
-                finally:
-                    sink.files.close(fd)
-                self.sync_calls += 1
-            sink.sessions_io.created.clear()
+            with sink.lock:  # the states' descriptors: writes wait
+                for state in states:
+                    self.sync_calls += sink.sessions_io.sync(state, data=data)
+                for directory in sorted(created):
+                    fd = sink.files.open_dir(directory)
+                    try:
+                        sink.files.fsync(fd)
+                    finally:
+                        sink.files.close(fd)
+                    self.sync_calls += 1
+                created.clear()
         except OSError as exc:
             raise SinkError(f"cannot make the files under {sink.root} durable: {exc}") from exc
 

@@ -127,6 +127,7 @@ class SessionFiles:
         state.identity = None
         state.has_position_file = False
         state.dirty_since = None
+        state.generation += 1
         state.loaded = created
 
     # -- reading the directory ----------------------------------------------------------------
@@ -161,6 +162,7 @@ class SessionFiles:
                 f"file was replaced or cut outside the sink; {_rebuild_hint(state)}"
             )
         state.dirty_since = None
+        state.generation += 1
         state.loaded = True
 
     def _check(self, state: SessionState, known_size: int) -> None:

@@ -67,6 +67,9 @@ class SessionState:
     loaded: bool = False
     #: Monotonic time of the first write not yet checkpointed; None: nothing to record.
     dirty_since: float | None = None
+    #: Counts the loads of the directory: a checkpoint records what it saw only if the files
+    #: were not reloaded (replaced by a rebuild) since.
+    generation: int = 0
     #: Open descriptors (-1: closed), owned by the sink's descriptor cache.
     lock_fd: int = -1
     data_fd: int = -1

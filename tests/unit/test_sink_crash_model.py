@@ -38,6 +38,7 @@ import pytest
 
 from streams.core.records import SinkLine
 from streams.sink.fileio import FileStat, StrPath
+from streams.sink.checkpoint import Round
 from streams.sink.files import FILE_NAME, FileSink
 from streams.sink.position import POSITION_NAME, read_position
 
@@ -342,21 +343,48 @@ def _batches(records: list[SinkLine], size: int) -> Iterator[list[SinkLine]]:
         yield records[start : start + size]
 
 
-def _run(files: ModelFiles, committed: list[int], *, max_open_files: int = 5) -> None:
+def _run(
+    files: ModelFiles, committed: list[int], *, max_open_files: int = 5, overlap: bool = False
+) -> None:
     """The worker: recovery, batches, a checkpoint and then a commit every two batches.
 
     ``committed[0]`` is the sink group's committed offset (an index into RECORDS), moved only
-    after a checkpoint returned, as the source does.
+    after a checkpoint returned, as the source does. With ``overlap`` each checkpoint runs as
+    the source runs it: the next batch is written between its data sync and its position
+    records, and the commit covers only what was handled when it began.
     """
     sink = FileSink(ROOT, files=files, max_open_files=max_open_files)
     sink.recover(lambda session: True)
+    checkpoints = sink.checkpoints
     handled = committed[0]
+    in_flight: tuple[Round, int] | None = None
     for n, batch in enumerate(_batches(RECORDS[committed[0] :], BATCH), 1):
         sink.write(batch)
         handled += len(batch)
+        if in_flight is not None:
+            rnd, covered = in_flight
+            in_flight = None
+            checkpoints.record(rnd)
+            if rnd.positions:
+                checkpoints.sync(rnd, data=False)
+            checkpoints.finish(rnd)
+            committed[0] = covered
         if n % CHECKPOINT_EVERY == 0:
-            sink.checkpoint()
-            committed[0] = handled
+            if overlap:
+                began = checkpoints.begin()
+                if began is not None:
+                    checkpoints.sync(began, data=True)
+                    in_flight = (began, handled)
+            else:
+                sink.checkpoint()
+                committed[0] = handled
+    assert in_flight is None or overlap
+    if in_flight is not None:
+        rnd, covered = in_flight
+        checkpoints.record(rnd)
+        checkpoints.sync(rnd, data=False)
+        checkpoints.finish(rnd)
+        committed[0] = covered
     sink.checkpoint()
     committed[0] = handled
 
@@ -386,14 +414,15 @@ def _recorded(files: ModelFiles, session: str) -> Any:
     return read_position(ROOT / session / POSITION_NAME, files)
 
 
-def _steps() -> int:
+def _steps(*, overlap: bool = False) -> int:
     files = ModelFiles()
-    _run(files, [0])
+    _run(files, [0], overlap=overlap)
     assert files.files() == EXPECTED
     return files.steps
 
 
 STEPS = _steps()
+OVERLAPPED_STEPS = _steps(overlap=True)
 VARIANTS = [
     "killed",
     "killed_mid_write",
@@ -405,14 +434,16 @@ VARIANTS = [
 ]
 
 
-def _crash(step: int) -> tuple[ModelFiles, tuple[int, int, bytes] | None, int]:
+def _crash(
+    step: int, *, overlap: bool = False
+) -> tuple[ModelFiles, tuple[int, int, bytes] | None, int]:
     """The worker crashed before ``step`` (at STEPS: after its last one); the files, the
     interrupted write (if any) and the committed offset."""
     files = ModelFiles(crash_at=step)
     committed = [0]
     torn = None
     try:
-        _run(files, committed)
+        _run(files, committed, overlap=overlap)
     except Crash as crash:
         torn = crash.torn
     return files, torn, committed[0]
@@ -428,16 +459,23 @@ def test_the_scenario_covers_creates_writes_checkpoints_and_repeats() -> None:
     assert [t for t in files.truncations if t[0].endswith(FILE_NAME)] == []
 
 
+FIRST_CASES = [("sequential", step) for step in range(STEPS + 1)] + [
+    ("overlapped", step) for step in range(OVERLAPPED_STEPS + 1)
+]
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("step", range(STEPS + 1))
-def test_a_crash_at_any_step_recovers_byte_exact(step: int, variant: str) -> None:
-    files, torn, committed = _crash(step)
+@pytest.mark.parametrize(("mode", "step"), FIRST_CASES)
+def test_a_crash_at_any_step_recovers_byte_exact(mode: str, step: int, variant: str) -> None:
+    files, torn, committed = _crash(step, overlap=mode == "overlapped")
     if variant == "killed_mid_write" and torn is None:
         variant = "killed"  # no write was in flight at this step: a plain kill
     after = files.crashed(variant, torn)
     sizes = {s: len(d) for s, d in after.files().items()}
     sink = _recover_and_replay(after, committed)
-    _check_exact(after, sink, f"crash before step {step}, {variant}, committed {committed}")
+    _check_exact(
+        after, sink, f"{mode}: crash before step {step}, {variant}, committed {committed}"
+    )
     if variant.startswith("killed"):
         # After a SIGKILL no data file gets shorter: what was there is written over.
         for path, _before, size in after.truncations:
