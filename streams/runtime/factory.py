@@ -109,7 +109,9 @@ class Runtime:
             schema=faust.Schema(key_serializer="json", value_serializer="json"),
             help="Per state directory: entries, bytes, last source offsets and last entry time.",
         )
-        self.reports = PositionReports(self._reporter())
+        self.reports = PositionReports(
+            BatchSender(self._producer, self.reports_topic.get_topic_name())
+        )
         #: Every session's latest report, read by every worker (built when the app starts).
         self.reports_reader: ReportsReader | None = None
 
@@ -330,14 +332,6 @@ class Runtime:
 
         async def send(key: bytes | None, value: bytes | None, headers: Headers) -> Any:
             return await self.app.producer.send(topic, key, value, None, None, headers)
-
-        return send
-
-    def _reporter(self) -> Callable[[bytes, bytes], Awaitable[Any]]:
-        name = self.reports_topic.get_topic_name()
-
-        async def send(key: bytes, value: bytes) -> Any:
-            return await self.app.producer.send(name, key, value, None, None, [])
 
         return send
 

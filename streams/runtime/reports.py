@@ -2,16 +2,16 @@
 
 The file sink is the source of truth (positions beside the files). After a batch it tells the
 runtime each written state directory's new position; at most once per ``interval_s`` the latest
-position of every such directory is sent as one small JSON record to the reports topic, and an
-ordinary Faust agent turns those records into the table.
+position of every such directory is sent as one small JSON record (keyed by the session id) to
+the reports topic, all of them in one batch per partition, and an ordinary Faust agent turns
+those records into the table.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -25,7 +25,9 @@ __all__ = ["REPORT_INTERVAL_S", "PositionReports", "ReportsReader", "position_vi
 #: At most one position report per state directory this often (the table is a view).
 REPORT_INTERVAL_S = 1.0
 
-Send = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]
+#: Sends (key, value) records and returns once the broker acknowledged them all
+#: (``streams.runtime.sender.BatchSender``).
+SendAll = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[Any]]
 
 
 def position_view(position: SinkPosition) -> dict[str, Any]:
@@ -49,7 +51,7 @@ class PositionReports:
 
     def __init__(
         self,
-        send: Send,
+        send: SendAll,
         interval_s: float = REPORT_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -73,12 +75,13 @@ class PositionReports:
         """Sends every pending report (one record per directory) and waits for the broker."""
         reports, self.pending = self.pending, {}
         self.sent_at = self.clock()
-        sent = [
-            await self.send(session_id.encode(), json.dumps(position_view(p)).encode())
-            for session_id, p in reports.items()
-        ]
-        await asyncio.gather(*sent)
-        return len(sent)
+        await self.send(
+            [
+                (session_id.encode(), json.dumps(position_view(p)).encode())
+                for session_id, p in reports.items()
+            ]
+        )
+        return len(reports)
 
 
 class ReportsReader(Service):

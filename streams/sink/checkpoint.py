@@ -54,6 +54,7 @@ class Round:
     unsynced_bytes: int  # bytes written before ``begin``
     positions: dict[str, SinkPosition] = field(default_factory=dict)
     failures: list[OSError] = field(default_factory=list)
+    recorded_up_to: int = 0  # how many of ``states`` phase 2 has been through
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +115,14 @@ class Checkpoints:
         states = rnd.states if data else [s for s in rnd.states if s.name in rnd.positions]
         self._sync(states, data=data)
 
-    def record(self, rnd: Round, *, wait: bool = True) -> None:
-        """Phase 2: each written directory's position slot, under its lock (not synced);
-        ``LockBusy`` when ``wait`` is False and a lock is held elsewhere (then call again)."""
+    def record(self, rnd: Round, limit: int | None = None, *, wait: bool = True) -> bool:
+        """Phase 2: each written directory's position slot, under its lock (not synced), for
+        at most ``limit`` more sessions; returns whether some are left (call again: the event
+        loop runs between the calls). ``LockBusy`` when ``wait`` is False and a lock is held
+        elsewhere (then call again: it goes on where it stopped)."""
         with self.sink.lock:
-            rnd.positions, rnd.failures = self._record(rnd, wait)
+            self._record(rnd, limit, wait)
+        return rnd.recorded_up_to < len(rnd.states)
 
     def abort(self, rnd: Round) -> None:
         """The checkpoint failed: its sessions are recorded by the next one."""
@@ -159,36 +163,33 @@ class Checkpoints:
             sink.on_sync(took)
         return CheckpointResult(rnd.positions, took, lag)
 
-    def _record(
-        self, rnd: Round, wait: bool = True
-    ) -> tuple[dict[str, SinkPosition], list[OSError]]:
-        """Writes each written directory's snapshot position in its slot under its lock (not
-        synced)."""
+    def _record(self, rnd: Round, limit: int | None, wait: bool) -> None:
+        """Writes written directories' snapshot positions in their slots under their locks
+        (not synced), from where the last call stopped."""
         sink = self.sink
-        positions: dict[str, SinkPosition] = {}
-        failures: list[OSError] = []
 
         def record(state: SessionState) -> int:
             snapshot, generation = rnd.snapshots[state.name]
             if not state.dirty or state.generation != generation:
                 return 0  # reloaded from a replacement: nothing of ours to record
             if state.recorded.size >= snapshot.size:
-                positions[state.name] = state.recorded  # another writer recorded past it
+                rnd.positions[state.name] = state.recorded  # another writer recorded past it
                 return 1
             position = dataclasses.replace(snapshot, seq=state.recorded.seq + 1)
-            positions[state.name] = sink.sessions_io.record(state, position)
+            rnd.positions[state.name] = sink.sessions_io.record(state, position)
             return 1
 
-        for state in rnd.states:
-            if not state.dirty or sink.states.get(state.name) is not state:
-                continue
-            try:
-                sink.locked(state, record, wait=wait)
-            except SinkCorruptionError as exc:
-                sink.skip(state.name, exc)
-            except OSError as exc:
-                failures.append(exc)
-        return positions, failures
+        end = len(rnd.states) if limit is None else min(len(rnd.states), rnd.recorded_up_to + limit)
+        while rnd.recorded_up_to < end:
+            state = rnd.states[rnd.recorded_up_to]
+            if state.dirty and sink.states.get(state.name) is state:
+                try:
+                    sink.locked(state, record, wait=wait)
+                except SinkCorruptionError as exc:
+                    sink.skip(state.name, exc)
+                except OSError as exc:
+                    rnd.failures.append(exc)
+            rnd.recorded_up_to += 1
 
     def _sync(self, states: Iterable[SessionState], *, data: bool) -> None:
         """Everything written so far durable (by ``syncfs``, else the states' data or position

@@ -8,9 +8,8 @@ root.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -90,11 +89,8 @@ class _Clock:
 async def test_reports_are_throttled_and_carry_the_latest_position() -> None:
     sent: list[tuple[bytes, dict[str, Any]]] = []
 
-    async def send(key: bytes, value: bytes) -> Awaitable[None]:
-        sent.append((key, json.loads(value)))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+    async def send(records: Sequence[tuple[bytes, bytes]]) -> None:
+        sent.extend((key, json.loads(value)) for key, value in records)
 
     clock = _Clock()
     reports = PositionReports(send, interval_s=1.0, clock=clock)

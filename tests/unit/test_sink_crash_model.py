@@ -473,9 +473,7 @@ def test_a_crash_at_any_step_recovers_byte_exact(mode: str, step: int, variant: 
     after = files.crashed(variant, torn)
     sizes = {s: len(d) for s, d in after.files().items()}
     sink = _recover_and_replay(after, committed)
-    _check_exact(
-        after, sink, f"{mode}: crash before step {step}, {variant}, committed {committed}"
-    )
+    _check_exact(after, sink, f"{mode}: crash before step {step}, {variant}, committed {committed}")
     if variant.startswith("killed"):
         # After a SIGKILL no data file gets shorter: what was there is written over.
         for path, _before, size in after.truncations:
