@@ -283,10 +283,10 @@ class BatchSource(Service):
 
     async def _idle(self, consumer: AIOKafkaConsumer) -> None:
         """Nothing fetched: a checkpoint when one is due; the end of the replay, once."""
+        self._check_inflight()
         if self.uncommitted and self._due():
             async with self._busy:
                 if self.consumer is not None:
-                    self._check_inflight()
                     await self._maybe_checkpoint(consumer)
         if self.catching_up and self.on_caught_up is not None and self._at_end(consumer):
             self.catching_up = False
