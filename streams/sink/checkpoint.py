@@ -21,7 +21,6 @@ were lost): the worker stops without committing, and the replay writes them agai
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -175,7 +174,13 @@ class Checkpoints:
             if state.recorded.size >= snapshot.size:
                 rnd.positions[state.name] = state.recorded  # another writer recorded past it
                 return 1
-            position = dataclasses.replace(snapshot, seq=state.recorded.seq + 1)
+            position = SinkPosition(
+                snapshot.size,
+                snapshot.entries,
+                snapshot.offsets,
+                snapshot.last_ts_us,
+                state.recorded.seq + 1,
+            )
             rnd.positions[state.name] = sink.sessions_io.record(state, position)
             return 1
 

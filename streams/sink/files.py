@@ -356,11 +356,14 @@ class FileSink:
 
     def _append(self, session_id: str, items: list[SinkLine], wait: bool = True) -> int:
         state = self._state(session_id)
-        if state.loaded and not fresh_lines(state.position, items):
+        seen_at = state.position if state.loaded else None
+        early = fresh_lines(seen_at, items) if seen_at is not None else []
+        if seen_at is not None and not early:
             return 0  # every line is at or below the offsets: nothing to lock or write
 
         def put(s: SessionState) -> int:
-            fresh = fresh_lines(s.position, items)
+            # The same lines again unless the lock's check reloaded the position.
+            fresh = early if s.position is seen_at else fresh_lines(s.position, items)
             if not fresh:
                 return 0
             payload = b"".join(item.line for item in fresh)

@@ -45,15 +45,13 @@ class SinkPosition:
     seq: int = field(default=0, compare=False)
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "size": self.size,
-                "entries": self.entries,
-                "offsets": dict(self.offsets),
-                "last_ts_us": self.last_ts_us,
-                "seq": self.seq,
-            },
-            sort_keys=True,
+        """``json.dumps`` of the fields with sorted keys, built directly (a checkpoint writes
+        one per directory written)."""
+        offsets = json.dumps(dict(self.offsets), sort_keys=True)
+        last = "null" if self.last_ts_us is None else int(self.last_ts_us)
+        return (
+            f'{{"entries": {int(self.entries)}, "last_ts_us": {last}, "offsets": {offsets}, '
+            f'"seq": {int(self.seq)}, "size": {int(self.size)}}}'
         ).encode()
 
     @classmethod

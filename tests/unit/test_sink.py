@@ -437,6 +437,28 @@ def test_a_position_file_without_an_intact_slot_is_corruption(root: Path, raw: b
     assert str(position_file(root, "s1")) in corrupt["s1"]
 
 
+@pytest.mark.parametrize(
+    "position",
+    [
+        SinkPosition(),
+        SinkPosition(10, 1, {"bus-events:0": 4}, TS0, 3),
+        SinkPosition(2**40, 10**6, {"b:3": 7, "a:10": 2**31, "a:2": 0}, None, 10**9),
+        SinkPosition(5, 1, {'odd"name\\:1': 1}, 0, 1),
+    ],
+)
+def test_a_position_is_written_as_sorted_json_and_read_back(position: SinkPosition) -> None:
+    as_json = {
+        "entries": position.entries,
+        "last_ts_us": position.last_ts_us,
+        "offsets": dict(position.offsets),
+        "seq": position.seq,
+        "size": position.size,
+    }
+    assert position.to_json() == json.dumps(as_json, sort_keys=True).encode()
+    read = SinkPosition.from_json(position.to_json(), "p")
+    assert (read, read.seq) == (position, position.seq)
+
+
 def test_positions_alternate_between_the_two_slots_in_place(root: Path) -> None:
     sink = FileSink(root)
     durable(sink, lines("s1", 0))

@@ -37,8 +37,8 @@ from typing import Any
 import pytest
 
 from streams.core.records import SinkLine
-from streams.sink.fileio import FileStat, StrPath
 from streams.sink.checkpoint import Round
+from streams.sink.fileio import FileStat, StrPath
 from streams.sink.files import FILE_NAME, FileSink
 from streams.sink.position import POSITION_NAME, read_position
 
