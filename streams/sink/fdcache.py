@@ -11,12 +11,13 @@ from streams.sink.state import SessionState
 
 __all__ = ["MIN_CAPACITY", "Descriptors"]
 
-#: The fewest descriptors that let one session be written: its lock, data and position files.
+#: The fewest descriptors the cache accepts: one session's data and position files, and one
+#: to spare.
 MIN_CAPACITY: Final = 3
 
 
 class Descriptors:
-    """An LRU of sessions holding open descriptors (``lock_fd``, ``data_fd``, ``pos_fd``).
+    """An LRU of sessions holding open descriptors (``data_fd``, ``pos_fd``).
 
     A pinned session (its directory lock held) is never closed to make room; everything else
     may be, and is reopened on its next use.
@@ -58,7 +59,7 @@ class Descriptors:
         """Closes every descriptor ``state`` holds."""
         if self._holders.pop(state.name, None) is None and not _holds(state):
             return
-        for attr in ("lock_fd", "data_fd", "pos_fd"):
+        for attr in ("data_fd", "pos_fd"):
             fd = getattr(state, attr)
             if fd >= 0:
                 setattr(state, attr, -1)
@@ -87,4 +88,4 @@ class Descriptors:
 
 
 def _holds(state: SessionState) -> bool:
-    return state.lock_fd >= 0 or state.data_fd >= 0 or state.pos_fd >= 0
+    return state.data_fd >= 0 or state.pos_fd >= 0

@@ -3,7 +3,8 @@
 Cheap work per batch, durability as a checkpoint (the Kafka Connect / Flink model):
 
 - :meth:`FileSink.write` appends each state directory's new lines with one ``pwrite`` on a
-  cached descriptor, under the directory's ``flock``: visible at once, not synced.
+  cached descriptor, under the directory's lock (a ``flock`` of the data file itself): visible
+  at once, not synced.
 - :meth:`FileSink.checkpoint` (every ``ESCALATIONS_CHECKPOINT_INTERVAL_MS``, on revoke and on
   stop; the source commits the offsets it had handled when it began, once it returned) notes
   each written directory's position, makes every file written so far durable with one
@@ -40,7 +41,7 @@ from streams.sink.checkpoint import CheckpointResult, Checkpoints
 from streams.sink.fdcache import Descriptors
 from streams.sink.fileio import OS_FILES, FileLayer, raise_open_file_limit, read_all, write_all
 from streams.sink.position import POSITION_NAME, SinkPosition, load_position, write_position
-from streams.sink.sessions import FILE_NAME, LOCK_NAME, LockBusy, SessionFiles
+from streams.sink.sessions import FILE_NAME, LOCK_NAME, RELOADS, LockBusy, SessionFiles
 from streams.sink.state import SessionState, Tail, advance, fresh_lines
 
 __all__ = [
@@ -291,12 +292,12 @@ class FileSink:
                 files.mkdir(self.root)
             files.mkdir(directory)
             self._forget(session_id)  # no descriptor of ours stays on the file replaced
-            lock_fd = files.open(directory / LOCK_NAME, create=True)
+            locks = self._lock_for_replace(directory)
             try:
-                files.lock(lock_fd)
                 position = self._replace_locked(directory, lines)
             finally:
-                files.close(lock_fd)
+                for fd in reversed(locks):
+                    files.close(fd)
             if position is None:
                 return None
             self._forget(session_id)
@@ -377,6 +378,34 @@ class FileSink:
             return len(fresh)
 
         return self.locked(state, put, wait=wait)
+
+    def _lock_for_replace(self, directory: Path) -> list[int]:
+        """Locks the directory for a replacement: the lock file of earlier versions where it
+        exists (an earlier worker may run during an upgrade), then the data file, checked to
+        still be the file at its path once locked. Returns the descriptors (closing unlocks)."""
+        files = self.files
+        held: list[int] = []
+        try:
+            try:
+                legacy = files.open(directory / LOCK_NAME)
+            except FileNotFoundError:
+                pass
+            else:
+                held.append(legacy)
+                files.lock(legacy)
+            for _ in range(RELOADS):
+                fd = files.open(directory / FILE_NAME, create=True)
+                files.lock(fd)
+                st = files.stat(directory / FILE_NAME)
+                if st is not None and st.identity == files.fstat(fd).identity:
+                    held.append(fd)
+                    return held
+                files.close(fd)  # replaced meanwhile: lock the new one
+            raise SinkError(f"{directory / FILE_NAME} keeps being replaced")
+        except BaseException:
+            for fd in held:
+                files.close(fd)
+            raise
 
     def _replace_locked(self, directory: Path, lines: list[SinkLine]) -> SinkPosition | None:
         files = self.files

@@ -1,12 +1,13 @@
 """The files of one state directory: lock, load, check, append, record, cut.
 
 Every method that reads or changes a directory runs between :meth:`SessionFiles.acquire` and
-:meth:`SessionFiles.release`, which hold the directory's ``flock`` (``.lock``: the protocol
-``escalations sink rebuild`` and any other process follow). ``acquire`` checks the worker's
-state against the files (one ``stat``): a replaced file (rebuild) is reloaded, bytes another
-writer appended become a tail to compare with (and its newer record is read), a file shorter
-than what was written is corrupt. Descriptors stay open on the state (an LRU over sessions),
-so a batch costs a ``flock``, a ``stat``, one ``pwrite`` and an unlock per directory.
+:meth:`SessionFiles.release`, which hold the directory's lock: a ``flock`` of its data file
+(the protocol ``escalations sink rebuild`` and ``sink verify`` follow; no lock file to create
+or keep open). ``acquire`` checks the worker's state against the files (one ``stat``): a
+replaced file (rebuild) is reloaded, bytes another writer appended become a tail to compare
+with (and its newer record is read), a file shorter than what was written is corrupt.
+Descriptors stay open on the state (an LRU over sessions), so a batch costs a ``flock``, a
+``stat``, one ``pwrite`` and an unlock per directory.
 """
 
 from __future__ import annotations
@@ -65,23 +66,28 @@ class SessionFiles:
     # -- locking -----------------------------------------------------------------------------
 
     def acquire(self, state: SessionState, known_size: int, *, wait: bool = True) -> None:
-        """Locks the directory and brings ``state`` in line with its files (released by
-        :meth:`release`). Raises ``SinkCorruptionError`` for a damaged directory, and
-        ``LockBusy`` when ``wait`` is False and another process holds the lock."""
+        """Locks the directory (its data file, created if missing) and brings ``state`` in line
+        with its files (released by :meth:`release`). Raises ``SinkCorruptionError`` for a
+        damaged directory, and ``LockBusy`` when ``wait`` is False and another process holds
+        the lock."""
         files = self.files
         for _ in range(RELOADS):
-            if state.lock_fd < 0:
+            if state.data_fd < 0:
                 self.fds.reserve()
                 try:
-                    state.lock_fd = files.open(state.lock_path, create=True)
+                    state.data_fd = self._open_data(state, known_size)
                 except FileNotFoundError:
                     self._recreate(state, known_size)
                     continue
                 self.fds.opened_one(state)
+                if state.loaded and state.identity is None:
+                    # A directory made just now: this is its first data file (a replacement
+                    # since would show in the check under the lock).
+                    state.identity = files.fstat(state.data_fd).identity
             else:
                 self.fds.touch(state)
             self.fds.pinned = state
-            if not files.lock(state.lock_fd, blocking=wait):
+            if not files.lock(state.data_fd, blocking=wait):
                 self.fds.pinned = None
                 raise LockBusy(state.dir_path)
             try:
@@ -102,9 +108,31 @@ class SessionFiles:
 
     def release(self, state: SessionState) -> None:
         try:
-            self.files.unlock(state.lock_fd)
+            self.files.unlock(state.data_fd)
         finally:
             self.fds.pinned = None
+
+    def _open_data(self, state: SessionState, known_size: int) -> int:
+        """The data file, opened to be locked; created when the directory holds none and
+        nothing says it held lines (``FileNotFoundError``: the directory is missing)."""
+        try:
+            return self.files.open(state.data_path)
+        except FileNotFoundError:
+            if self.files.stat(state.dir_path) is None:
+                raise
+        written = max(known_size, state.position.size + state.tail)
+        if not written and self.files.stat(state.pos_path) is not None:
+            fd = self.files.open(state.pos_path, readonly=True)
+            try:
+                written = load_position(self.files, fd, state.pos_path).size
+            finally:
+                self.files.close(fd)
+        if written:
+            raise SinkCorruptionError(
+                f"{state.data_path} is missing but {written} bytes were recorded as written: "
+                f"it was deleted outside the sink; {_rebuild_hint(state)}"
+            )
+        return self.files.open(state.data_path, create=True)
 
     def _recreate(self, state: SessionState, known_size: int) -> None:
         """The directory is missing: corrupt when it held lines, else create it (new)."""
@@ -134,12 +162,14 @@ class SessionFiles:
 
     def _load(self, state: SessionState, known_size: int) -> None:
         """Reads the position file and the data file's size (under the lock)."""
+        st = self.files.stat(state.data_path)
+        if st is None or st.identity != self.files.fstat(state.data_fd).identity:
+            raise _Replaced  # replaced (or removed) between our open and our lock
         position: SinkPosition | None = None
         if self._position_fd(state) >= 0:
             position = load_position(self.files, state.pos_fd, state.pos_path)
-        st = self.files.stat(state.data_path)
-        size = 0 if st is None else st.size
-        state.identity = None if st is None else st.identity
+        size = st.size
+        state.identity = st.identity
         if position is None:
             state.position = state.recorded = SinkPosition()
             state.has_position_file = False

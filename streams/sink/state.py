@@ -46,8 +46,13 @@ class Tail(enum.Enum):
     UNOWNED = "unowned"
 
 
-#: File names in a state directory (the lock file is the protocol other processes follow).
+#: The data file of a state directory. Its ``flock`` is the directory's lock: the protocol
+#: every process that changes the directory follows (the sink, ``sink rebuild``, ``sink
+#: verify``); whoever replaces the file does it under the old file's lock, and whoever locks
+#: it checks it is still the file at the path.
 FILE_NAME: Final = "pending_escalations.jsonl"
+#: The lock file of earlier versions: ``sink rebuild`` still takes it where it exists, so a
+#: worker of an earlier version running during an upgrade is kept out too.
 LOCK_NAME: Final = ".lock"
 
 
@@ -71,18 +76,15 @@ class SessionState:
     #: were not reloaded (replaced by a rebuild) since.
     generation: int = 0
     #: Open descriptors (-1: closed), owned by the sink's descriptor cache.
-    lock_fd: int = -1
-    data_fd: int = -1
+    data_fd: int = -1  # locked while the directory is in use
     pos_fd: int = -1
     dir_path: str = field(init=False)
     data_path: str = field(init=False)
-    lock_path: str = field(init=False)
     pos_path: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.dir_path = str(self.directory)
         self.data_path = f"{self.dir_path}/{FILE_NAME}"
-        self.lock_path = f"{self.dir_path}/{LOCK_NAME}"
         self.pos_path = f"{self.dir_path}/{POSITION_NAME}"
 
     @property

@@ -1,8 +1,8 @@
 """``escalations sink verify``: check each state directory against its recorded position.
 
-The directory is read under a shared ``flock`` of its lock file (the worker takes it
-exclusively for each write and each checkpoint), so a write in progress is never seen half
-done. Whole lines past the recorded position are normal between checkpoints: they are
+The directory is read under a shared ``flock`` of its data file (the directory's lock: the
+worker takes it exclusively for each write and each checkpoint), so a write in progress is
+never seen half done. Whole lines past the recorded position are normal between checkpoints: they are
 reported as *pending* (not yet checkpointed), not as a problem. A partial line there is a
 torn write (a crash): the worker that owns the session completes or cuts it.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from streams.errors import SinkCorruptionError
-from streams.sink.files import FILE_NAME, LOCK_NAME, FileSink
+from streams.sink.files import FILE_NAME, FileSink
 from streams.sink.position import POSITION_NAME, SinkPosition, parse_position
 
 __all__ = ["KEYS", "SessionReport", "inspect_session", "verify_session"]
@@ -49,7 +49,7 @@ def inspect_session(
 ) -> SessionReport:
     """One state directory checked under a shared lock: problems, and what is pending."""
     directory = sink.directory(session_id)
-    with _shared_lock(directory / LOCK_NAME, lock_wait_s) as locked:
+    with _shared_lock(directory / FILE_NAME, lock_wait_s) as locked:
         if not locked:
             return SessionReport(
                 [f"{directory}: its lock was held for more than {lock_wait_s:.0f}s; not checked"]
@@ -108,23 +108,37 @@ def _entry_problems(data: Path, lines: list[bytes], first: int, note: str = "") 
 
 @contextmanager
 def _shared_lock(path: Path, wait_s: float) -> Iterator[bool]:
-    """A shared flock on ``path`` (none needed when it does not exist); False on timeout."""
+    """A shared flock on ``path``, the file at the path once locked (none needed when there is
+    none); False on timeout."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            yield True
+            return
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.01)
+            if _same_file(fd, path):
+                yield True
+                return
+        finally:
+            os.close(fd)
+        # Replaced (rebuilt) while we waited: lock the new file.
+
+
+def _same_file(fd: int, path: Path) -> bool:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        st = os.stat(path)
     except FileNotFoundError:
-        yield True
-        return
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.01)
-        yield True
-    finally:
-        os.close(fd)
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)

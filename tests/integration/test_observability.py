@@ -11,7 +11,7 @@ import pytest
 
 from streams.ops.broker import free_port
 from streams.ops.sample import bus_events
-from streams.sink.files import LOCK_NAME
+from streams.sink.files import FILE_NAME
 
 from .support import Job, fetch
 
@@ -65,7 +65,7 @@ def test_health_metrics_sessions_view_and_watchdog(job: Job) -> None:
 
     # A sink that cannot make progress (its directory lock held elsewhere) trips the watchdog.
     stuck = sorted(expected)[0]
-    fd = os.open(job.root / stuck / LOCK_NAME, os.O_RDWR)
+    fd = os.open(job.root / stuck / FILE_NAME, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         job.produce(lines[1000:])

@@ -22,7 +22,7 @@ import pytest
 from streams.core.records import MAX_SESSION_ID_BYTES, SinkLine, session_id_problem
 from streams.errors import SinkError
 from streams.sink.fileio import OS_FILES, OsFiles, StrPath
-from streams.sink.files import FILE_NAME, LOCK_NAME, FileSink, WriteResult
+from streams.sink.files import FILE_NAME, FileSink, WriteResult
 from streams.sink.position import (
     POSITION_NAME,
     SLOT_BYTES,
@@ -219,9 +219,7 @@ def test_lines_are_visible_at_once_and_recorded_at_the_checkpoint(root: Path) ->
     size = len(expected("s1", 7, 8, 9))
     assert result.positions["s1"] == SinkPosition(size, 3, {SOURCE: 9}, TS0 + 9)
     assert result.lag_seconds is not None and result.lag_seconds >= 0
-    assert sorted(p.name for p in (root / "s1").iterdir()) == sorted(
-        [FILE_NAME, POSITION_NAME, LOCK_NAME]
-    )
+    assert sorted(p.name for p in (root / "s1").iterdir()) == sorted([FILE_NAME, POSITION_NAME])
     assert POSITION_NAME == ".pending_escalations.position"
     assert FILE_NAME == "pending_escalations.jsonl"
     assert recorded(root, "s1") == {
@@ -631,9 +629,7 @@ def test_a_checkpoint_failing_to_record_is_repaired_by_its_retry(root: Path) -> 
     files.failing = False
     assert sink.checkpoint().positions["s1"].entries == 4  # the stage's retry
     assert recorded(root, "s1")["size"] == len(expected("s1", 0, 1, 2, 3))
-    assert sorted(p.name for p in (root / "s1").iterdir()) == sorted(
-        [FILE_NAME, POSITION_NAME, LOCK_NAME]
-    )
+    assert sorted(p.name for p in (root / "s1").iterdir()) == sorted([FILE_NAME, POSITION_NAME])
 
 
 def test_a_checkpoint_failing_to_record_is_repaired_after_a_restart(root: Path) -> None:

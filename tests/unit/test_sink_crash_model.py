@@ -452,7 +452,7 @@ def _crash(
 def test_the_scenario_covers_creates_writes_checkpoints_and_repeats() -> None:
     files = ModelFiles()
     _run(files, [0])
-    assert STEPS > 60
+    assert STEPS > 50
     assert sorted(EXPECTED) == ["s1", "s2", "s3", "s4"]
     assert sum(d.count(b"\n") for d in EXPECTED.values()) == len(RECORDS) - 3  # three repeats
     # The sink never cuts a data file it writes.

@@ -414,7 +414,7 @@ def test_verify_reports_lines_not_yet_checkpointed_as_pending_not_as_problems(
 
 def test_verify_reads_under_the_directory_lock(root: Path) -> None:
     durable(FileSink(root), entries("s1", 0))
-    fd = os.open(root / "s1" / LOCK_NAME, os.O_RDWR)
+    fd = os.open(root / "s1" / FILE_NAME, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)  # a writer in the middle of a write
     with open(data(root), "ab") as f:
         f.write(entry("s1", 1).line[:10])
@@ -433,7 +433,7 @@ def test_verify_reads_under_the_directory_lock(root: Path) -> None:
 
 def test_verify_gives_up_on_a_lock_held_too_long(root: Path) -> None:
     durable(FileSink(root), lines("s1", 0))
-    fd = os.open(root / "s1" / LOCK_NAME, os.O_RDWR)
+    fd = os.open(root / "s1" / FILE_NAME, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         report = inspect_session(FileSink(root), "s1", lock_wait_s=0.1)
@@ -442,12 +442,69 @@ def test_verify_gives_up_on_a_lock_held_too_long(root: Path) -> None:
     assert report.problems and "lock was held" in report.problems[0]
 
 
+def _rebuild_in_a_thread(
+    root: Path, items: list[SinkLine]
+) -> tuple[threading.Thread, list[object]]:
+    done: list[object] = []
+    thread = threading.Thread(target=lambda: done.append(FileSink(root).replace("s1", items)))
+    thread.start()
+    return thread, done
+
+
+def test_a_rebuild_waits_for_the_directory_lock_a_writer_holds(root: Path) -> None:
+    durable(FileSink(root), lines("s1", 0))
+    fd = os.open(data(root), os.O_RDWR)  # the directory's lock: its data file
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    thread, done = _rebuild_in_a_thread(root, lines("s1", 0, 1))
+    time.sleep(0.2)
+    assert done == []  # waiting
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    thread.join(timeout=10)
+    assert done and done[0] is not None
+    assert data(root).read_bytes() == expected("s1", 0, 1)
+
+
+def test_a_rebuild_waits_for_a_worker_of_an_earlier_version_on_the_lock_file(root: Path) -> None:
+    durable(FileSink(root), lines("s1", 0))
+    assert not (root / "s1" / LOCK_NAME).exists()  # this version keeps no lock file
+    legacy = os.open(root / "s1" / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(legacy, fcntl.LOCK_EX)  # an earlier worker, mid-write
+    thread, done = _rebuild_in_a_thread(root, lines("s1", 0, 1))
+    time.sleep(0.2)
+    assert done == []
+    fcntl.flock(legacy, fcntl.LOCK_UN)
+    os.close(legacy)
+    thread.join(timeout=10)
+    assert done and done[0] is not None
+    assert data(root).read_bytes() == expected("s1", 0, 1)
+
+
+def test_a_worker_reloads_a_file_replaced_while_it_waited_for_the_lock(root: Path) -> None:
+    worker = FileSink(root)
+    durable(worker, lines("s1", 0))
+    fd = os.open(data(root), os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a rebuild holds the old file ...
+    writes: list[int] = []
+    thread = threading.Thread(target=lambda: writes.append(worker.write(lines("s1", 2)).appended))
+    thread.start()
+    time.sleep(0.2)
+    assert writes == []
+    # ... and writes the new one (and its position) and renames it in: a rebuild's work.
+    assert FileSink(root)._replace_locked(root / "s1", lines("s1", 0, 1)) is not None
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    thread.join(timeout=10)
+    assert writes == [1]  # written to the new file, after its bytes
+    assert data(root).read_bytes() == expected("s1", 0, 1, 2)
+
+
 def test_a_write_that_must_not_wait_gives_way_to_a_lock_held_elsewhere(root: Path) -> None:
     # The worker writes on its event loop: a lock held by another process (a rebuild, a stuck
     # writer) must not block it; the write is then done again where waiting is harmless.
     sink = FileSink(root)
     durable(sink, lines("s1", 0) + lines("s2", 0))
-    fd = os.open(root / "s2" / LOCK_NAME, os.O_RDWR)
+    fd = os.open(root / "s2" / FILE_NAME, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with pytest.raises(LockBusy) as busy:
