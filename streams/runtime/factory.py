@@ -2,21 +2,18 @@
 
 Nothing happens at import. ``create_app`` builds one :class:`Runtime` (the stats, codec,
 decoder, file sink, handoff, batched sources and handlers that were module globals once)
-and registers on the app the startup task, the timers, the position-view agent, the table
-and the web views. ``streams/app.py`` is ``app = create_app(load())``, the target of
+and registers on the app the startup task, the timers and the web views. ``streams/app.py`` is ``app = create_app(load())``, the target of
 ``faust -A streams.app``; the CLI builds the app with the settings it has.
 
 The hot path is two batched sources (Faust services with their own consumer groups): the
 map source reads bus events, maps, produces entries and dead letters; the sink source reads
 entries and writes the files, and commits only after that. The file sink reports positions
-on a small internal topic, and an ordinary Faust agent turns them into the
-``sink-positions`` table (a view).
+on a small topic that every worker reads whole (the sessions view).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -47,7 +44,7 @@ from streams.runtime.sender import BatchSender
 from streams.runtime.source import Batch, BatchSource
 from streams.runtime.stages import MapStage, SinkStage
 from streams.runtime.stats import Stats
-from streams.runtime.topics import ensure_topics
+from streams.runtime.topics import ensure_topics, reports_topic
 from streams.security import check_connection
 from streams.settings import Settings
 from streams.sink.files import FileSink
@@ -90,28 +87,8 @@ class Runtime:
         self.fatal = fatal
         self.sources: list[BatchSource] = []
         self.sink.on_sync = self.metrics.sync_seconds.observe
-        self.reports_topic = app.topic(
-            f"{settings.app_id}-sink-reports",
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.partitions,
-            replicas=settings.replication_factor,
-            internal=True,  # created by the app with the configured partitions
-        )
-        #: Faust's table of the sink's positions (`faust -A streams.app tables`): state
-        #: directory -> entries, bytes, last offsets, last entry time, fed by the reports.
-        self.table = app.Table(
-            "sink-positions",
-            default=None,
-            partitions=settings.partitions,
-            schema=faust.Schema(key_serializer="json", value_serializer="json"),
-            help="Per state directory: entries, bytes, last source offsets and last entry time.",
-        )
-        self.reports = PositionReports(
-            BatchSender(self._producer, self.reports_topic.get_topic_name())
-        )
+        self.reports_topic_name = reports_topic(settings)
+        self.reports = PositionReports(BatchSender(self._producer, self.reports_topic_name))
         #: Every session's latest report, read by every worker (built when the app starts).
         self.reports_reader: ReportsReader | None = None
 
@@ -216,7 +193,7 @@ class Runtime:
         ]
         self.reports_reader = ReportsReader(
             bootstrap=settings.bootstrap,
-            topic=self.reports_topic.get_topic_name(),
+            topic=self.reports_topic_name,
             client_options=settings.kafka.aiokafka_kwargs(),
             loop=self.app.loop,
             beacon=self.app.beacon,
@@ -269,13 +246,6 @@ class Runtime:
         reason = self.unhealthy()
         if reason is not None:
             log.error("watchdog: %s", reason)
-
-    async def view_positions(self, stream: faust.StreamT[bytes]) -> None:
-        """The agent: keeps the table at the latest reported position per state directory."""
-        async for event in stream.events():
-            key = event.message.key
-            if key is not None and event.message.value is not None:
-                self.table[key.decode()] = json.loads(event.message.value)
 
     # -- health ----------------------------------------------------------------------------
 
@@ -361,7 +331,6 @@ def build(settings: Settings, **parts: Any) -> Runtime:
     app.task(rt.start)
     app.timer(REPORT_INTERVAL_S, name="escalations.report_positions")(rt.report_positions)
     app.timer(30.0, name="escalations.log_stats")(rt.log_stats)
-    app.agent(rt.reports_topic, name="sink-positions-view")(rt.view_positions)
     rt.metrics.watch(rt.stats, rt.sink, rt.current_sources, rt.unhealthy)
     web.install(
         app,

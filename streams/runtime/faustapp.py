@@ -139,8 +139,8 @@ def faust_app(settings: Settings) -> EscalationsApp:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         producer_linger=0.005,
-        # The table is a view of snapshots; the embedded broker reports end offsets short,
-        # which makes Faust's recovery check crash a worker that takes over a changelog.
+        # No tables (nothing to recover); were one added, the embedded broker reports end
+        # offsets short, which makes Faust's recovery check crash a worker taking one over.
         recovery_consistency_check=False,
         producer_max_request_size=MAX_REQUEST_BYTES,
         web_enabled=settings.web_enabled,

@@ -1,10 +1,10 @@
-"""The sink's position reports: the ``sink-positions`` table is a view fed by them.
+"""The sink's position reports, and the sessions view every worker builds from them.
 
-The file sink is the source of truth (positions beside the files). After a batch it tells the
-runtime each written state directory's new position; at most once per ``interval_s`` the latest
-position of every such directory is sent as one small JSON record (keyed by the session id) to
-the reports topic, all of them in one batch per partition, and an ordinary Faust agent turns
-those records into the table.
+The file sink is the source of truth (positions beside the files). After a checkpoint it tells
+the runtime each recorded state directory's position; at most once per ``interval_s`` the
+latest position of every such directory is sent as one small JSON record (keyed by the session
+id) to the reports topic, all of them in one batch per partition. Every worker reads the whole
+topic (:class:`ReportsReader`), so any worker answers for any session.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from streams.sink.position import SinkPosition
 
 __all__ = ["REPORT_INTERVAL_S", "PositionReports", "ReportsReader", "position_view"]
 
-#: At most one position report per state directory this often (the table is a view).
+#: At most one position report per state directory this often (the sessions view is a view).
 REPORT_INTERVAL_S = 1.0
 
 #: Sends (key, value) records and returns once the broker acknowledged them all
@@ -31,7 +31,7 @@ SendAll = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[Any]]
 
 
 def position_view(position: SinkPosition) -> dict[str, Any]:
-    """What the table and ``/escalations/sessions/`` show of a state directory."""
+    """What ``/escalations/sessions/`` shows of a state directory."""
     last = position.last_ts_us
     if last is None:
         last_ts = None

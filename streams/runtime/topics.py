@@ -23,16 +23,26 @@ from aiokafka.errors import (
 from streams.errors import ConfigError
 from streams.settings import MAX_REQUEST_BYTES, Settings
 
-__all__ = ["check_described", "ensure_topics", "job_topics"]
+__all__ = ["check_described", "ensure_topics", "job_topics", "reports_topic"]
 
 log = logging.getLogger(__name__)
 
 _NOT_AUTHORIZED = (TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno)
 
 
+def reports_topic(settings: Settings) -> str:
+    """The sink's position reports (every worker reads it whole: the sessions view)."""
+    return f"{settings.app_id}-sink-reports"
+
+
 def job_topics(settings: Settings) -> list[str]:
     """The topics the job reads and writes (Faust's internal ones aside)."""
-    return [settings.input_topic, settings.output_topic, settings.dlq_topic]
+    return [
+        settings.input_topic,
+        settings.output_topic,
+        settings.dlq_topic,
+        reports_topic(settings),
+    ]
 
 
 async def ensure_topics(

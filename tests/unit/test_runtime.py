@@ -42,9 +42,9 @@ def runtime(tmp_path: Path) -> Runtime:
 def test_build_wires_the_app_without_touching_kafka(runtime: Runtime, tmp_path: Path) -> None:
     app = runtime.app
     assert app.conf.id == "escalation-stream"
-    assert "sink-positions-view" in app.agents
-    assert runtime.table.name == "sink-positions"
-    assert runtime.reports_topic.get_topic_name() == "escalation-stream-sink-reports"
+    assert list(app.agents) == []  # no per-record Faust agent: batched sources only
+    assert list(app.tables) == []
+    assert runtime.reports_topic_name == "escalation-stream-sink-reports"
     # Faust's data directory lives under the state root, not in the working directory.
     assert Path(app.conf.datadir) == tmp_path / "state" / ".faust"
     assert app.conf.web_bind == "127.0.0.1"
