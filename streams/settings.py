@@ -62,7 +62,7 @@ class Settings:
     web_port: int = 6066
     web_bind: str = "127.0.0.1"  # the address the web server listens on
     web_host: str = "127.0.0.1"  # the host Faust advertises for this worker's web server
-    #: Faust's data directory (table state, the worker's lock); None: <state root>/.faust
+    #: Faust's data directory (the worker's lock, its own state); None: <state root>/.faust
     data_dir: Path | None = None
     #: False: never create topics (locked-down clusters); they are checked to exist instead.
     create_topics: bool = True

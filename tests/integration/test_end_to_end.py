@@ -38,7 +38,7 @@ def test_produce_command_to_files_and_output_topic(job: Job) -> None:
     assert "produced 3000 events for 8 sessions" in produced.stderr
 
     assert job.wait_for_files(expected) == expected, job.logs()
-    # One directory per session, beside the worker's own data directory (Faust's tables).
+    # One directory per session, beside the worker's own data directory (Faust's).
     directories = sorted(p.name for p in job.root.iterdir() if p.is_dir())
     assert directories == sorted([*expected, DATA_DIR_NAME])
 
