@@ -442,42 +442,33 @@ def test_verify_gives_up_on_a_lock_held_too_long(root: Path) -> None:
     assert report.problems and "lock was held" in report.problems[0]
 
 
-def _rebuild_in_a_thread(
-    root: Path, items: list[SinkLine]
-) -> tuple[threading.Thread, list[object]]:
-    done: list[object] = []
-    thread = threading.Thread(target=lambda: done.append(FileSink(root).replace("s1", items)))
-    thread.start()
-    return thread, done
-
-
-def test_a_rebuild_waits_for_the_directory_lock_a_writer_holds(root: Path) -> None:
-    durable(FileSink(root), lines("s1", 0))
-    fd = os.open(data(root), os.O_RDWR)  # the directory's lock: its data file
+def _assert_a_rebuild_waits_for(root: Path, fd: int) -> None:
+    """With ``fd`` locked, a rebuild of s1 waits; once it is unlocked, the rebuild is done."""
     fcntl.flock(fd, fcntl.LOCK_EX)
-    thread, done = _rebuild_in_a_thread(root, lines("s1", 0, 1))
+    done: list[object] = []
+    rebuild = threading.Thread(
+        target=lambda: done.append(FileSink(root).replace("s1", lines("s1", 0, 1)))
+    )
+    rebuild.start()
     time.sleep(0.2)
     assert done == []  # waiting
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
-    thread.join(timeout=10)
+    rebuild.join(timeout=10)
     assert done and done[0] is not None
     assert data(root).read_bytes() == expected("s1", 0, 1)
+
+
+def test_a_rebuild_waits_for_the_directory_lock_a_writer_holds(root: Path) -> None:
+    durable(FileSink(root), lines("s1", 0))
+    _assert_a_rebuild_waits_for(root, os.open(data(root), os.O_RDWR))  # the lock: its data file
 
 
 def test_a_rebuild_waits_for_a_worker_of_an_earlier_version_on_the_lock_file(root: Path) -> None:
     durable(FileSink(root), lines("s1", 0))
     assert not (root / "s1" / LOCK_NAME).exists()  # this version keeps no lock file
-    legacy = os.open(root / "s1" / LOCK_NAME, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(legacy, fcntl.LOCK_EX)  # an earlier worker, mid-write
-    thread, done = _rebuild_in_a_thread(root, lines("s1", 0, 1))
-    time.sleep(0.2)
-    assert done == []
-    fcntl.flock(legacy, fcntl.LOCK_UN)
-    os.close(legacy)
-    thread.join(timeout=10)
-    assert done and done[0] is not None
-    assert data(root).read_bytes() == expected("s1", 0, 1)
+    legacy = os.open(root / "s1" / LOCK_NAME, os.O_RDWR | os.O_CREAT)  # an earlier worker's
+    _assert_a_rebuild_waits_for(root, legacy)
 
 
 def test_a_worker_reloads_a_file_replaced_while_it_waited_for_the_lock(root: Path) -> None:
