@@ -260,7 +260,7 @@ class Runtime:
     def session_views(self) -> dict[str, Any]:
         """Every session's latest reported position (any worker's), for the web view."""
         reader = self.reports_reader
-        return {} if reader is None else dict(reader.views)
+        return {} if reader is None else reader.parsed()
 
     def current_sources(self) -> list[BatchSource]:
         return list(self.sources)

@@ -104,7 +104,8 @@ class ReportsReader(Service):
         self.bootstrap = bootstrap
         self.topic = topic
         self.client_options = dict(client_options or {})
-        self.views: dict[str, dict[str, Any]] = {}
+        #: Per session, its latest report as sent (JSON; parsed when the view is asked for).
+        self.views: dict[str, bytes] = {}
         self.consumer: AIOKafkaConsumer | None = None
 
     async def on_start(self) -> None:
@@ -121,6 +122,10 @@ class ReportsReader(Service):
         )
         await self.consumer.start()
 
+    def parsed(self) -> dict[str, Any]:
+        """Every session's latest report."""
+        return {session: json.loads(raw) for session, raw in list(self.views.items())}
+
     async def on_stop(self) -> None:
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
@@ -136,4 +141,4 @@ class ReportsReader(Service):
             for records in batch.values():
                 for record in records:
                     if record.key is not None and record.value is not None:
-                        self.views[record.key.decode()] = json.loads(record.value)
+                        self.views[record.key.decode()] = record.value

@@ -79,13 +79,18 @@ class SessionState:
     data_fd: int = -1  # locked while the directory is in use
     pos_fd: int = -1
     dir_path: str = field(init=False)
-    data_path: str = field(init=False)
-    pos_path: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.dir_path = str(self.directory)
-        self.data_path = f"{self.dir_path}/{FILE_NAME}"
-        self.pos_path = f"{self.dir_path}/{POSITION_NAME}"
+
+    # Built when used, not kept: a worker may hold a state for each of 100,000 sessions.
+    @property
+    def data_path(self) -> str:
+        return f"{self.dir_path}/{FILE_NAME}"
+
+    @property
+    def pos_path(self) -> str:
+        return f"{self.dir_path}/{POSITION_NAME}"
 
     @property
     def expected_size(self) -> int:
