@@ -9,6 +9,7 @@ topic (:class:`ReportsReader`), so any worker answers for any session.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -47,7 +48,12 @@ def position_view(position: SinkPosition) -> dict[str, Any]:
 
 
 class PositionReports:
-    """Collects written positions; sends the latest per directory, throttled."""
+    """Collects written positions; sends the latest per directory, throttled.
+
+    A send runs in the background (the sink's batches do not wait for the broker's
+    acknowledgement); one at a time, and the next call raises a send's failure (the caller
+    stops the worker on it).
+    """
 
     def __init__(
         self,
@@ -60,6 +66,7 @@ class PositionReports:
         self.clock = clock
         self.pending: dict[str, SinkPosition] = {}
         self.sent_at = clock()
+        self._sending: asyncio.Future[Any] | None = None
 
     def written(self, session_id: str, position: SinkPosition) -> None:
         self.pending[session_id] = position
@@ -68,20 +75,30 @@ class PositionReports:
         return bool(self.pending) and self.clock() - self.sent_at >= self.interval_s
 
     async def send_if_due(self) -> int:
-        """Sends the pending reports when the interval has passed; returns how many."""
-        return await self.flush() if self.due() else 0
-
-    async def flush(self) -> int:
-        """Sends every pending report (one record per directory) and waits for the broker."""
+        """Starts sending the pending reports when the interval has passed and no send is
+        running; returns how many. Raises the error of a send that failed."""
+        sending = self._sending
+        if sending is not None:
+            if not sending.done():
+                return 0
+            self._sending = None
+            sending.result()
+        if not self.due():
+            return 0
         reports, self.pending = self.pending, {}
         self.sent_at = self.clock()
-        await self.send(
-            [
-                (session_id.encode(), json.dumps(position_view(p)).encode())
-                for session_id, p in reports.items()
-            ]
-        )
-        return len(reports)
+        records = [
+            (session_id.encode(), json.dumps(position_view(p)).encode())
+            for session_id, p in reports.items()
+        ]
+        self._sending = asyncio.ensure_future(self.send(records))
+        return len(records)
+
+    async def sent(self) -> None:
+        """Waits for the send in flight, if any (raises its error)."""
+        sending, self._sending = self._sending, None
+        if sending is not None:
+            await sending
 
 
 class ReportsReader(Service):

@@ -8,6 +8,7 @@ root.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,12 +101,28 @@ async def test_reports_are_throttled_and_carry_the_latest_position() -> None:
     reports.written("s2", SinkPosition(size=5, entries=1))
     clock.now += 1.0
     assert await reports.send_if_due() == 2
+    await reports.sent()
     assert sent == [
         (b"s1", position_view(SinkPosition(size=2, entries=2))),
         (b"s2", position_view(SinkPosition(size=5, entries=1))),
     ]
     clock.now += 5.0
     assert await reports.send_if_due() == 0  # nothing new: nothing sent
+
+
+async def test_a_failed_report_send_is_raised_by_the_next_call() -> None:
+    async def send(records: Sequence[tuple[bytes, bytes]]) -> None:
+        raise RuntimeError("produce failed")
+
+    clock = _Clock()
+    reports = PositionReports(send, interval_s=1.0, clock=clock)
+    reports.written("s1", SinkPosition(size=1, entries=1))
+    clock.now += 1.0
+    assert await reports.send_if_due() == 1  # sent in the background: the batch goes on
+    for _ in range(3):
+        await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="produce failed"):
+        await reports.send_if_due()
 
 
 async def test_a_report_that_cannot_be_sent_stops_the_worker(runtime: Runtime) -> None:
