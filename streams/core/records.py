@@ -17,6 +17,7 @@ from streams.core.mapping import EscalationEntry, entry_from_event
 __all__ = [
     "DATA_DIR_NAME",
     "MAX_SESSION_ID_BYTES",
+    "POSITIONS_DIR_NAME",
     "RESERVED_NAMES",
     "SinkLine",
     "entry_datum",
@@ -27,7 +28,9 @@ __all__ = [
 MAX_SESSION_ID_BYTES: Final = 200
 #: The worker's data directory under the state root (Faust's tables, the demo's logs).
 DATA_DIR_NAME: Final = ".faust"
-RESERVED_NAMES: Final = frozenset({DATA_DIR_NAME})
+#: The sink's position logs under the state root (streams.sink.positionlog).
+POSITIONS_DIR_NAME: Final = ".positions"
+RESERVED_NAMES: Final = frozenset({DATA_DIR_NAME, POSITIONS_DIR_NAME})
 
 
 def session_id_problem(session_id: str) -> str | None:
@@ -36,7 +39,7 @@ def session_id_problem(session_id: str) -> str | None:
     The rule, in one place: a session id is 1 to 200 bytes of UTF-8 that make one safe path
     segment: not ``.`` or ``..``, no ``/`` or ``\\``, no control character (C0 U+0000..U+001F,
     DEL U+007F, C1 U+0080..U+009F), no lone surrogate, and not the worker's own data
-    directory (``.faust``). Records with any other session id are dead-lettered.
+    directory (``.faust``) and position logs (``.positions``). Records with any other session id are dead-lettered.
     """
     if not session_id:
         return "session id is empty"

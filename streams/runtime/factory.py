@@ -79,7 +79,12 @@ class Runtime:
         self.codec = Codec(self.ids.known())
         self.decoder = Decoder(self.codec, self.ids)
         self.sink = sink or FileSink(
-            settings.state_root, fsync=settings.fsync, max_open_files=settings.max_open_files
+            settings.state_root,
+            fsync=settings.fsync,
+            max_open_files=settings.max_open_files,
+            log_of=lambda session: (
+                f"{settings.output_topic}:{partition_for(session.encode(), settings.partitions)}"
+            ),
         )
         self.stats = Stats.empty()
         self.metrics = Metrics()

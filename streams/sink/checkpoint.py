@@ -5,16 +5,17 @@ One round:
 0. ``begin`` takes the sessions written since the last checkpoint and a snapshot of each one's
    position (what is written so far) and of the source offsets handled so far (the caller's);
 1. one ``syncfs(2)`` on the state root's file system: the data of every file written before
-   ``begin`` is durable (with new directories and position files); where ``syncfs`` is
-   missing, each written file is ``fdatasync``-ed and each new directory entry ``fsync``-ed;
-2. each written directory's snapshot position is written in place (one ``pwrite`` of a slot,
-   under the directory's lock, after checking the file is still the one written);
-3. one more ``syncfs``: the positions are durable.
+   ``begin`` is durable (with new directories); where ``syncfs`` is missing, each written file
+   is ``fdatasync``-ed and each new directory entry ``fsync``-ed;
+2. the snapshot positions are appended to the position logs, one frame per output partition
+   (see :mod:`streams.sink.positionlog`): no state directory is touched;
+3. each written log is ``fdatasync``-ed: the positions are durable (a log grown past its bound
+   is then rewritten).
 
 Only then does the source commit the offsets it had handled at ``begin``, so a committed
 offset is always covered by a durable position, and a durable position by durable bytes.
 Batches go on being written while a round runs (its syncs are long system calls in a thread):
-their lines are past the snapshot, so the next round records them. With ``fsync`` off the two
+their lines are past the snapshot, so the next round records them. With ``fsync`` off the
 syncs are skipped. A failed sync is not retried (a retry can report success for pages that
 were lost): the worker stops without committing, and the replay writes them again.
 """
@@ -26,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from streams.errors import SinkCorruptionError, SinkError
+from streams.errors import SinkError
 from streams.sink.fdcache import Descriptors
 from streams.sink.position import SinkPosition
 from streams.sink.state import SessionState
@@ -51,6 +52,8 @@ class Round:
     started: float
     oldest: float | None  # when the oldest of their lines was written
     unsynced_bytes: int  # bytes written before ``begin``
+    #: Per output partition (``topic:partition``), the positions phase 2 appends to its log.
+    entries: dict[str, list[tuple[str, SinkPosition]]] = field(default_factory=dict)
     positions: dict[str, SinkPosition] = field(default_factory=dict)
     failures: list[OSError] = field(default_factory=list)
     recorded_up_to: int = 0  # how many of ``states`` phase 2 has been through
@@ -76,6 +79,7 @@ class Checkpoints:
         self.lag_total = 0.0
         self._root_fd: int | None = None
         self._syncfs = True
+        self.active = False  # a round is between begin and finish (or abort)
 
     def run(self) -> CheckpointResult:
         """A whole checkpoint in the calling thread."""
@@ -104,28 +108,39 @@ class Checkpoints:
             sink.dirty.clear()
             if not states:
                 return None
+            self.active = True
             oldest = min((s.dirty_since for s in states if s.dirty_since is not None), default=None)
             snapshots = {s.name: (s.position, s.generation) for s in states}
             return Round(states, snapshots, sink.clock(), oldest, sink.unsynced_bytes)
 
     def sync(self, rnd: Round, *, data: bool) -> None:
-        """Phase 1 (``data``) or 3: one ``syncfs`` (writes may go on meanwhile: what they add
-        is past the snapshots); a failure stops the worker (no retry)."""
-        states = rnd.states if data else [s for s in rnd.states if s.name in rnd.positions]
-        self._sync(states, data=data)
+        """Phase 1 (``data``: one ``syncfs``; writes may go on meanwhile, what they add is past
+        the snapshots) or 3 (the logs); a failure stops the worker (no retry)."""
+        if data:
+            self._sync(rnd.states)
+            return
+        try:
+            self.sync_calls += self.sink.logs.sync()
+        except OSError as exc:
+            raise SinkError(f"cannot make the position logs durable: {exc}") from exc
 
     def record(self, rnd: Round, limit: int | None = None, *, wait: bool = True) -> bool:
-        """Phase 2: each written directory's position slot, under its lock (not synced), for
-        at most ``limit`` more sessions; returns whether some are left (call again: the event
-        loop runs between the calls). ``LockBusy`` when ``wait`` is False and a lock is held
-        elsewhere (then call again: it goes on where it stopped)."""
+        """Phase 2: the snapshot positions of at most ``limit`` more sessions, then (once all
+        are taken) one frame per output partition appended to its log (not synced); returns
+        whether some are left (call again: the event loop runs between the calls). No
+        directory lock is taken: ``wait`` is accepted for the callers' sake."""
+        del wait
         with self.sink.lock:
-            self._record(rnd, limit, wait)
-        return rnd.recorded_up_to < len(rnd.states)
+            self._record(rnd, limit)
+            if rnd.recorded_up_to < len(rnd.states):
+                return True
+            self._append(rnd)
+        return False
 
     def abort(self, rnd: Round) -> None:
         """The checkpoint failed: its sessions are recorded by the next one."""
         with self.sink.lock:
+            self.active = False
             self.sink.dirty.update(s.name for s in rnd.states if s.dirty)
 
     def finish(self, rnd: Round) -> CheckpointResult:
@@ -133,6 +148,7 @@ class Checkpoints:
         caller retries, and commits nothing meanwhile)."""
         sink = self.sink
         with sink.lock:
+            self.active = False
             for state in rnd.states:
                 position = rnd.positions.get(state.name)
                 if position is not None:
@@ -147,6 +163,8 @@ class Checkpoints:
                     sink.dirty.add(state.name)  # not recorded (an I/O error): next time
             if not rnd.failures:
                 sink.unsynced_bytes = max(0, sink.unsynced_bytes - rnd.unsynced_bytes)
+                for name in sink.logs.compact_due():
+                    sink.logs.compact(name)  # rare: when a log grew 4x
             took = sink.clock() - rnd.started
             lag = None if rnd.oldest is None else sink.clock() - rnd.oldest
             if rnd.positions:
@@ -162,43 +180,49 @@ class Checkpoints:
             sink.on_sync(took)
         return CheckpointResult(rnd.positions, took, lag)
 
-    def _record(self, rnd: Round, limit: int | None, wait: bool) -> None:
-        """Writes written directories' snapshot positions in their slots under their locks
-        (not synced), from where the last call stopped."""
+    def _record(self, rnd: Round, limit: int | None) -> None:
+        """Takes the snapshot positions to record, from where the last call stopped."""
         sink = self.sink
-
-        def record(state: SessionState) -> int:
+        end = len(rnd.states) if limit is None else min(len(rnd.states), rnd.recorded_up_to + limit)
+        while rnd.recorded_up_to < end:
+            state = rnd.states[rnd.recorded_up_to]
+            rnd.recorded_up_to += 1
             snapshot, generation = rnd.snapshots[state.name]
             if not state.dirty or state.generation != generation:
-                return 0  # reloaded from a replacement: nothing of ours to record
-            if state.recorded.size >= snapshot.size:
-                rnd.positions[state.name] = state.recorded  # another writer recorded past it
-                return 1
+                continue  # reloaded from a replacement: nothing of ours to record
+            if sink.states.get(state.name) is not state:
+                continue  # forgotten (corrupt, or replaced by a rebuild)
+            recorded = state.recorded
+            if recorded.epoch == snapshot.epoch and recorded.size >= snapshot.size:
+                rnd.positions[state.name] = recorded  # another writer recorded past it
+                continue
             position = SinkPosition(
                 snapshot.size,
                 snapshot.entries,
                 snapshot.offsets,
                 snapshot.last_ts_us,
-                state.recorded.seq + 1,
+                recorded.seq + 1,
+                epoch=snapshot.epoch,
             )
-            rnd.positions[state.name] = sink.sessions_io.record(state, position)
-            return 1
+            rnd.entries.setdefault(state.source, []).append((state.name, position))
 
-        end = len(rnd.states) if limit is None else min(len(rnd.states), rnd.recorded_up_to + limit)
-        while rnd.recorded_up_to < end:
-            state = rnd.states[rnd.recorded_up_to]
-            if state.dirty and sink.states.get(state.name) is state:
-                try:
-                    sink.locked(state, record, wait=wait)
-                except SinkCorruptionError as exc:
-                    sink.skip(state.name, exc)
-                except OSError as exc:
-                    rnd.failures.append(exc)
-            rnd.recorded_up_to += 1
+    def _append(self, rnd: Round) -> None:
+        """Appends the taken positions, a frame per output partition's log."""
+        logs = self.sink.logs
+        for source in sorted(rnd.entries):
+            entries = rnd.entries[source]
+            try:
+                logs.append(source, entries)
+            except OSError as exc:
+                rnd.failures.append(exc)
+                continue
+            for name, position in entries:
+                rnd.positions[name] = position
+        rnd.entries.clear()
 
-    def _sync(self, states: Iterable[SessionState], *, data: bool) -> None:
-        """Everything written so far durable (by ``syncfs``, else the states' data or position
-        files and the new directory entries); a failure stops the worker (no retry)."""
+    def _sync(self, states: Iterable[SessionState]) -> None:
+        """Everything written so far durable (by ``syncfs``, else the states' data files and
+        the new directory entries); a failure stops the worker (no retry)."""
         sink = self.sink
         self.sync_calls += 1
         created = sink.sessions_io.created
@@ -217,7 +241,7 @@ class Checkpoints:
                     self._syncfs = False
             with sink.lock:  # the states' descriptors: writes wait
                 for state in states:
-                    self.sync_calls += sink.sessions_io.sync(state, data=data)
+                    self.sync_calls += sink.sessions_io.sync(state)
                 for directory in sorted(created):
                     fd = sink.files.open_dir(directory)
                     try:
@@ -242,3 +266,4 @@ class Checkpoints:
         if self._root_fd is not None:
             self.sink.files.close(self._root_fd)
             self._root_fd = None
+        self.sink.logs.close()

@@ -88,6 +88,9 @@ class FileLayer(Protocol):
     def list_dirs(self, path: StrPath) -> list[str]:
         """Names of the directories in ``path``."""
 
+    def list_files(self, path: StrPath) -> list[str]:
+        """Names of the regular files in ``path``."""
+
     def lock(self, fd: int, *, exclusive: bool = True, blocking: bool = True) -> bool:
         """``flock``; False when ``blocking`` is False and another holder has it."""
 
@@ -176,6 +179,10 @@ class OsFiles:
     def list_dirs(self, path: StrPath) -> list[str]:
         with os.scandir(path) as entries:
             return [e.name for e in entries if e.is_dir()]
+
+    def list_files(self, path: StrPath) -> list[str]:
+        with os.scandir(path) as entries:
+            return [e.name for e in entries if e.is_file()]
 
     def lock(self, fd: int, *, exclusive: bool = True, blocking: bool = True) -> bool:
         operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH

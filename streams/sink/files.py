@@ -40,7 +40,8 @@ from streams.errors import SinkCorruptionError, SinkError
 from streams.sink.checkpoint import CheckpointResult, Checkpoints
 from streams.sink.fdcache import Descriptors
 from streams.sink.fileio import OS_FILES, FileLayer, raise_open_file_limit, read_all, write_all
-from streams.sink.position import POSITION_NAME, SinkPosition, load_position, write_position
+from streams.sink.position import SinkPosition, write_position
+from streams.sink.positionlog import PositionLogs, new_epoch
 from streams.sink.sessions import FILE_NAME, LOCK_NAME, RELOADS, LockBusy, SessionFiles
 from streams.sink.state import SessionState, Tail, advance, fresh_lines
 
@@ -86,8 +87,12 @@ class FileSink:
         max_open_files: int = DEFAULT_MAX_OPEN_FILES,
         files: FileLayer = OS_FILES,
         clock: Callable[[], float] = time.monotonic,
+        log_of: Callable[[str], str] | None = None,
     ) -> None:
         self.root = root.resolve()
+        #: A session's output partition (``topic:partition``): the position log that records
+        #: it. None: the source partition of its last line (tools, tests).
+        self.log_of = log_of
         #: False: lines and positions reach the page cache only (benchmarks, throwaway state):
         #: a killed process loses nothing, a power loss or kernel crash can.
         self.fsync = fsync
@@ -95,7 +100,8 @@ class FileSink:
         self.clock = clock
         self.max_open_files = max_open_files
         self.fds = Descriptors(files, max_open_files)
-        self.sessions_io = SessionFiles(files, self.fds)
+        self.logs = PositionLogs(files, self.root, fsync=fsync)
+        self.sessions_io = SessionFiles(files, self.fds, self.logs)
         self.checkpoints = Checkpoints(self)
         self.states: dict[str, SessionState] = {}
         #: Per session, the most this worker saw in the file (views; a file that later holds
@@ -157,6 +163,15 @@ class FileSink:
         """Sessions whose lines are being skipped until rebuilt, and why (a copy)."""
         with self._views:
             return dict(self._corrupt)
+
+    def recorded(self, session_id: str) -> SinkPosition | None:
+        """The session's recorded (checkpointed) position, as recovery would read it now (its
+        position file merged with the position logs); None when nothing is recorded. Raises
+        ``SinkCorruptionError`` for an unreadable position file."""
+        directory = self.directory(session_id)
+        with self.lock:
+            self.logs.refresh()
+            return self.logs.recorded(session_id, directory)
 
     @property
     def syncs(self) -> int:
@@ -235,6 +250,7 @@ class FileSink:
             self.unsynced_bytes = 0
             with self._views:
                 self._corrupt.clear()
+            self.logs.refresh()  # what every worker recorded, up to now
             known = {name for name, position in self._known.items() if position.size}
             for name in sorted(set(self.sessions()) | known):
                 if not owns(name):
@@ -312,7 +328,7 @@ class FileSink:
         if not len(self.fds) or self.dirty or self.clock() - self.last_write < idle_s:
             return 0
         with self.lock:
-            if self.dirty:
+            if self.dirty or self.checkpoints.active:
                 return 0
             closed = len(self.fds)
             self.fds.clear()
@@ -331,6 +347,8 @@ class FileSink:
         state = self.states.get(session_id)
         if state is None:
             state = SessionState(session_id, self.directory(session_id))
+            if self.log_of is not None:
+                state.source = self.log_of(session_id)
             self.states[session_id] = state
         return state
 
@@ -370,6 +388,8 @@ class FileSink:
             payload = b"".join(item.line for item in fresh)
             self.sessions_io.put(s, payload, len(fresh[0].line))
             s.position = advance(s.position, fresh, len(payload))
+            if self.log_of is None:
+                s.source = fresh[-1].source
             if s.dirty_since is None:
                 s.dirty_since = self.clock()
             self.dirty.add(s.name)
@@ -412,18 +432,11 @@ class FileSink:
         fresh = fresh_lines(SinkPosition(), lines)
         payload = b"".join(item.line for item in fresh)
         position = advance(SinkPosition(), fresh, len(payload)) if fresh else SinkPosition()
-        recorded = SinkPosition()
+        self.logs.refresh()
         try:
-            fd = files.open(directory / POSITION_NAME)
-        except FileNotFoundError:
-            pass
-        else:
-            try:
-                recorded = load_position(files, fd, directory / POSITION_NAME)
-            except SinkCorruptionError:
-                recorded = SinkPosition()
-            finally:
-                files.close(fd)
+            recorded = self.logs.recorded(directory.name, directory) or SinkPosition()
+        except SinkCorruptionError:
+            recorded = SinkPosition()  # an unreadable position file: the lines decide
         if any(o > position.offsets.get(s, -1) for s, o in recorded.offsets.items()):
             return None
         current = b""
@@ -438,7 +451,8 @@ class FileSink:
                 files.close(fd)
         if len(current) > recorded.size and not payload.startswith(current):
             return None  # lines past the record that these lines do not explain
-        position = dataclasses.replace(position, seq=recorded.seq + 1)
+        # A new epoch: what the logs hold of the file replaced never describes this one.
+        position = dataclasses.replace(position, seq=recorded.seq + 1, epoch=new_epoch())
         tmp = directory / (FILE_NAME + ".rebuild")
         fd = files.open(tmp, create=True)
         try:

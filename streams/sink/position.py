@@ -43,15 +43,19 @@ class SinkPosition:
     last_ts_us: int | None = None  # ts of the last entry written
     #: How many times the position was recorded; picks the newer of the file's two slots.
     seq: int = field(default=0, compare=False)
+    #: The life of the data file it describes: 0 for a file the sink created, a random number
+    #: for each file ``sink rebuild`` wrote (see :mod:`streams.sink.positionlog`).
+    epoch: int = field(default=0, compare=False)
 
     def to_json(self) -> bytes:
         """``json.dumps`` of the fields with sorted keys, built directly (a checkpoint writes
         one per directory written)."""
         offsets = json.dumps(dict(self.offsets), sort_keys=True)
         last = "null" if self.last_ts_us is None else int(self.last_ts_us)
+        epoch = f'"epoch": {int(self.epoch)}, ' if self.epoch else ""
         return (
-            f'{{"entries": {int(self.entries)}, "last_ts_us": {last}, "offsets": {offsets}, '
-            f'"seq": {int(self.seq)}, "size": {int(self.size)}}}'
+            f'{{"entries": {int(self.entries)}, {epoch}"last_ts_us": {last}, '
+            f'"offsets": {offsets}, "seq": {int(self.seq)}, "size": {int(self.size)}}}'
         ).encode()
 
     @classmethod
@@ -64,6 +68,7 @@ class SinkPosition:
                 offsets={str(k): int(v) for k, v in data["offsets"].items()},
                 last_ts_us=None if data.get("last_ts_us") is None else int(data["last_ts_us"]),
                 seq=int(data.get("seq", 0)),
+                epoch=int(data.get("epoch", 0)),
             )
             if position.size < 0 or position.entries < 0:
                 raise ValueError(f"negative size {position.size} or entries {position.entries}")

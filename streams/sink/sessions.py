@@ -19,13 +19,8 @@ from typing import Final
 from streams.errors import SinkCorruptionError, SinkError
 from streams.sink.fdcache import Descriptors
 from streams.sink.fileio import FileLayer, read_all, write_all
-from streams.sink.position import (
-    SinkPosition,
-    create_position,
-    load_position,
-    record_slot,
-    write_position,
-)
+from streams.sink.position import SinkPosition, write_position
+from streams.sink.positionlog import PositionLogs, new_epoch
 from streams.sink.state import FILE_NAME, LOCK_NAME, SessionState, Tail, first_difference
 
 __all__ = ["FILE_NAME", "LOCK_NAME", "LockBusy", "SessionFiles"]
@@ -56,9 +51,10 @@ def _rebuild_hint(state: SessionState) -> str:
 class SessionFiles:
     """Opens, locks, reads and writes state directories through a file layer."""
 
-    def __init__(self, files: FileLayer, fds: Descriptors) -> None:
+    def __init__(self, files: FileLayer, fds: Descriptors, logs: PositionLogs) -> None:
         self.files = files
         self.fds = fds
+        self.logs = logs
         #: Directories whose entries changed since the last checkpoint (what a per-file sync
         #: must cover where ``syncfs`` is missing).
         self.created: set[str] = set()
@@ -121,12 +117,9 @@ class SessionFiles:
             if self.files.stat(state.dir_path) is None:
                 raise
         written = max(known_size, state.position.size + state.tail)
-        if not written and self.files.stat(state.pos_path) is not None:
-            fd = self.files.open(state.pos_path, readonly=True)
-            try:
-                written = load_position(self.files, fd, state.pos_path).size
-            finally:
-                self.files.close(fd)
+        if not written:
+            recorded = self.logs.recorded(state.name, state.directory)
+            written = 0 if recorded is None else recorded.size
         if written:
             raise SinkCorruptionError(
                 f"{state.data_path} is missing but {written} bytes were recorded as written: "
@@ -150,7 +143,13 @@ class SessionFiles:
         created = self.files.mkdir(state.dir_path)
         self.created.update((root, state.dir_path))
         # A directory made just now holds nothing: no need to read it under the lock.
-        state.position = state.recorded = SinkPosition()
+        fresh = SinkPosition()
+        if self.logs.known(state.name):
+            # The logs hold entries of an earlier directory of this name (deleted while no
+            # worker held it): a new epoch, so that they never describe this one.
+            fresh = SinkPosition(epoch=new_epoch())
+            write_position(self.files, state.directory, fresh)
+        state.position = state.recorded = fresh
         state.tail, state.tail_kind = 0, Tail.NONE
         state.identity = None
         state.has_position_file = False
@@ -165,9 +164,7 @@ class SessionFiles:
         st = self.files.stat(state.data_path)
         if st is None or st.identity != self.files.fstat(state.data_fd).identity:
             raise _Replaced  # replaced (or removed) between our open and our lock
-        position: SinkPosition | None = None
-        if self._position_fd(state) >= 0:
-            position = load_position(self.files, state.pos_fd, state.pos_path)
+        position = self.logs.recorded(state.name, state.directory)
         size = st.size
         state.identity = st.identity
         if position is None:
@@ -223,10 +220,11 @@ class SessionFiles:
 
     def _refresh(self, state: SessionState, size: int) -> None:
         """Another writer changed the file's size: take its newer record, tail the rest."""
-        if self._position_fd(state) >= 0:
-            recorded = load_position(self.files, state.pos_fd, state.pos_path)
+        self.logs.refresh()
+        recorded = self.logs.recorded(state.name, state.directory)
+        if recorded is not None:
             state.has_position_file = True
-            if recorded.seq > state.recorded.seq:
+            if (recorded.size, recorded.seq) > (state.recorded.size, state.recorded.seq):
                 state.recorded = recorded
             if state.position.size < recorded.size <= size:
                 state.position = recorded
@@ -235,17 +233,6 @@ class SessionFiles:
             state.tail_kind = Tail.NONE
         elif state.tail_kind is Tail.NONE:
             state.tail_kind = Tail.FOREIGN
-
-    def _position_fd(self, state: SessionState) -> int:
-        """The open position file, or -1 when there is none."""
-        if state.pos_fd < 0:
-            self.fds.reserve()
-            try:
-                state.pos_fd = self.files.open(state.pos_path)
-            except FileNotFoundError:
-                return -1
-            self.fds.opened_one(state)
-        return state.pos_fd
 
     def _data_fd(self, state: SessionState) -> int:
         """The data file (under the lock), created if missing (its identity noted)."""
@@ -332,32 +319,10 @@ class SessionFiles:
         state.tail_kind = Tail.NONE
         return cut
 
-    def record(self, state: SessionState, position: SinkPosition) -> SinkPosition:
-        """Writes ``position`` to the position file (not synced: the checkpoint syncs).
-
-        ``acquire`` has just read any newer record another writer made (it re-reads the
-        position file whenever the data file changed under the worker), so ``position`` is
-        not older than what the file holds.
-        """
-        if self._position_fd(state) >= 0 and record_slot(self.files, state.pos_fd, position):
-            # Used once a checkpoint: the cache keeps its room for lock and data files.
-            self.fds.close_position(state)
-            return position
-        self.fds.close_position(state)
-        create_position(self.files, state.directory, position)
-        self.created.add(state.dir_path)
-        state.has_position_file = True
-        return position
-
-    def sync(self, state: SessionState, *, data: bool) -> int:
-        """``fdatasync`` of the state's data (or position) file, where ``syncfs`` is missing;
-        returns how many syncs that took."""
-        if data:
-            if state.identity is None:
-                return 0
-            self.files.datasync(self._data_fd(state))
-            return 1
-        if not state.has_position_file or self._position_fd(state) < 0:
+    def sync(self, state: SessionState) -> int:
+        """``fdatasync`` of the state's data file, where ``syncfs`` is missing; returns how many
+        syncs that took."""
+        if state.identity is None:
             return 0
-        self.files.datasync(state.pos_fd)
+        self.files.datasync(self._data_fd(state))
         return 1

@@ -75,6 +75,9 @@ class SessionState:
     #: Counts the loads of the directory: a checkpoint records what it saw only if the files
     #: were not reloaded (replaced by a rebuild) since.
     generation: int = 0
+    #: The output partition (``topic:partition``) of the last line written: the position log
+    #: that records the session.
+    source: str = ""
     #: Open descriptors (-1: closed), owned by the sink's descriptor cache.
     data_fd: int = -1  # locked while the directory is in use
     pos_fd: int = -1
@@ -129,6 +132,7 @@ def advance(position: SinkPosition, fresh: list[SinkLine], payload_size: int) ->
         offsets=offsets,
         last_ts_us=fresh[-1].ts_us,
         seq=position.seq,
+        epoch=position.epoch,
     )
 
 

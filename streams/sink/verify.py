@@ -22,7 +22,7 @@ from typing import Final
 
 from streams.errors import SinkCorruptionError
 from streams.sink.files import FILE_NAME, FileSink
-from streams.sink.position import POSITION_NAME, SinkPosition, parse_position
+from streams.sink.position import SinkPosition
 
 __all__ = ["KEYS", "SessionReport", "inspect_session", "verify_session"]
 
@@ -54,20 +54,17 @@ def inspect_session(
             return SessionReport(
                 [f"{directory}: its lock was held for more than {lock_wait_s:.0f}s; not checked"]
             )
-        return _inspect(directory)
-
-
-def _inspect(directory: Path) -> SessionReport:
-    data, pos_path = directory / FILE_NAME, directory / POSITION_NAME
-    if not pos_path.exists():
-        # Before its first checkpoint a session's lines are all pending (the position file is
-        # written then); a file of another program would be adopted by the worker.
-        position = SinkPosition()
-    else:
         try:
-            position = parse_position(pos_path.read_bytes(), pos_path)
+            # Before its first checkpoint a session's lines are all pending; a file of another
+            # program would be adopted by the worker.
+            position = sink.recorded(session_id) or SinkPosition()
         except SinkCorruptionError as exc:
             return SessionReport([str(exc)])
+        return _inspect(directory, position)
+
+
+def _inspect(directory: Path, position: SinkPosition) -> SessionReport:
+    data = directory / FILE_NAME
     content = data.read_bytes() if data.exists() else b""
     if len(content) < position.size:
         return SessionReport(

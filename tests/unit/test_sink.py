@@ -3,7 +3,7 @@
 Everything runs against real files under ``tmp_path``; a "restart" is a new ``FileSink`` over
 the same root, and "another worker" is a second ``FileSink`` instance. Faults are real ones
 (a directory where a file should be, a read-only file), except one injected EIO: nothing in
-the file system can fail the in-place write of a position slot that already exists.
+the file system can fail an append to a position log that already exists.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from streams.sink.position import (
     SinkPosition,
     position_slot,
     read_position,
+    write_position,
 )
+from streams.sink.positionlog import LOG_DIR, read_recorded
 
 SOURCE = "bus-events:0"
 TS0 = 1_795_556_444_000_000
@@ -60,9 +62,15 @@ def position_file(root: Path, session_id: str) -> Path:
     return root / session_id / POSITION_NAME
 
 
+def log_file(root: Path, source: str = SOURCE) -> Path:
+    """The position log of an output partition."""
+    topic, _, partition = source.rpartition(":")
+    return root / LOG_DIR / f"{topic}-{partition}.log"
+
+
 def recorded(root: Path, session_id: str) -> dict[str, Any]:
-    """The newest position in the session's position file, as the JSON it holds."""
-    position = read_position(position_file(root, session_id))
+    """The session's recorded position (its position file and the logs), as JSON."""
+    position = read_recorded(root, session_id)
     assert position is not None
     result: dict[str, Any] = json.loads(position.to_json())
     del result["seq"]
@@ -219,8 +227,9 @@ def test_lines_are_visible_at_once_and_recorded_at_the_checkpoint(root: Path) ->
     size = len(expected("s1", 7, 8, 9))
     assert result.positions["s1"] == SinkPosition(size, 3, {SOURCE: 9}, TS0 + 9)
     assert result.lag_seconds is not None and result.lag_seconds >= 0
-    assert sorted(p.name for p in (root / "s1").iterdir()) == sorted([FILE_NAME, POSITION_NAME])
-    assert POSITION_NAME == ".pending_escalations.position"
+    # Recorded in the output partition's log, not in the state directory.
+    assert [p.name for p in (root / "s1").iterdir()] == [FILE_NAME]
+    assert [p.name for p in (root / LOG_DIR).iterdir()] == ["bus-events-0.log"]
     assert FILE_NAME == "pending_escalations.jsonl"
     assert recorded(root, "s1") == {
         "size": size,
@@ -232,6 +241,7 @@ def test_lines_are_visible_at_once_and_recorded_at_the_checkpoint(root: Path) ->
 
 
 def test_a_checkpoint_costs_two_syncs_whatever_the_number_of_sessions(root: Path) -> None:
+    # One syncfs for the data, one fdatasync per output partition's log written.
     calls: list[str] = []
 
     class Counting(OsFiles):
@@ -248,12 +258,17 @@ def test_a_checkpoint_costs_two_syncs_whatever_the_number_of_sessions(root: Path
             super().fsync(fd)
 
     sink = FileSink(root, files=Counting())
-    for offset in range(5):
+    sink.write([line(f"s{n:03d}", 0) for n in range(200)])
+    sink.checkpoint()
+    # The first one also makes the new log's directory entries durable.
+    assert calls == ["syncfs", "fdatasync", "fsync", "fsync"]
+    calls.clear()
+    for offset in range(1, 5):
         sink.write([line(f"s{n:03d}", offset) for n in range(200)])
     sink.checkpoint()
 
-    assert calls == ["syncfs", "syncfs"]
-    assert sink.checkpoints.sync_calls == 2
+    assert calls == ["syncfs", "fdatasync"]
+    assert sink.checkpoints.sync_calls == 6
     assert all(recorded(root, f"s{n:03d}")["entries"] == 5 for n in range(200))
 
 
@@ -276,8 +291,8 @@ def test_without_syncfs_each_written_file_is_synced(root: Path) -> None:
     sink.write([*lines("s1", 0), *lines("s2", 1)])
     sink.checkpoint()
 
-    # Data and position file of each session, the new directories' entries, then positions.
-    assert synced.count("fdatasync") == 4 and synced.count("fsync") >= 3
+    # The data file of each session, the new directories' entries, then the log.
+    assert synced.count("fdatasync") == 3 and synced.count("fsync") >= 3
     assert recorded(root, "s1")["entries"] == recorded(root, "s2")["entries"] == 1
 
 
@@ -291,7 +306,7 @@ def test_a_failed_sync_is_not_retried_and_stops_the_worker(root: Path) -> None:
     with pytest.raises(SinkError, match="durable") as info:
         sink.checkpoint()
     assert not isinstance(info.value, OSError)  # the stage retries OSError only
-    assert not position_file(root, "s1").exists()  # nothing recorded: nothing committed
+    assert read_recorded(root, "s1") is None  # nothing recorded: nothing committed
 
 
 def test_without_fsync_the_files_and_positions_are_the_same(root: Path, tmp_path: Path) -> None:
@@ -325,14 +340,14 @@ def test_writing_the_same_lines_again_appends_nothing(root: Path) -> None:
     batch = [*lines("s1", 0, 1, 2), *lines("s2", 5)]
     durable(sink, batch)
     jsonl = data_file(root, "s1").read_bytes()
-    position = position_file(root, "s1").read_bytes()
+    log = log_file(root).read_bytes()
 
     again = durable(sink, batch)
 
     assert again.appended == 0
     assert again.positions == {}
     assert data_file(root, "s1").read_bytes() == jsonl
-    assert position_file(root, "s1").read_bytes() == position
+    assert log_file(root).read_bytes() == log  # nothing new to record
     assert data_file(root, "s2").read_bytes() == expected("s2", 5)
 
 
@@ -457,33 +472,49 @@ def test_a_position_is_written_as_sorted_json_and_read_back(position: SinkPositi
     assert (read, read.seq) == (position, position.seq)
 
 
-def test_positions_alternate_between_the_two_slots_in_place(root: Path) -> None:
-    sink = FileSink(root)
-    durable(sink, lines("s1", 0))
+def test_a_position_file_alternates_between_its_two_slots_in_place(root: Path) -> None:
+    # Position files are written by `sink rebuild` and when a file is adopted.
+    directory = root / "s1"
+    directory.mkdir(parents=True)
+    write_position(OS_FILES, directory, SinkPosition(1, 1, {}, None, 1))
     inode = position_file(root, "s1").stat().st_ino
-    for offset in range(1, 5):
-        durable(sink, lines("s1", offset))
+    for seq in range(2, 6):
+        write_position(OS_FILES, directory, SinkPosition(seq, seq, {}, None, seq))
         raw = position_file(root, "s1").read_bytes()
         newest = read_position(position_file(root, "s1"))
-        assert newest is not None and newest.entries == offset + 1
-        slot = raw[(newest.seq % 2) * SLOT_BYTES : (newest.seq % 2 + 1) * SLOT_BYTES]
-        assert b'"entries": %d' % (offset + 1) in slot
-        assert b'"entries": %d' % offset in raw  # the other slot: one step older
+        assert newest is not None and newest.entries == seq
+        slot = raw[(seq % 2) * SLOT_BYTES : (seq % 2 + 1) * SLOT_BYTES]
+        assert b'"entries": %d' % seq in slot
+        assert b'"entries": %d' % (seq - 1) in raw  # the other slot: one step older
 
     assert position_file(root, "s1").stat().st_ino == inode  # no renames after the first
     assert len(raw) == 2 * SLOT_BYTES
 
 
-def test_a_torn_newest_slot_falls_back_to_the_older_one_and_the_replay_repairs(
+def test_each_checkpoint_appends_one_frame_to_the_partitions_log(root: Path) -> None:
+    sink = FileSink(root)
+    durable(sink, [*lines("s1", 0), *lines("s2", 1)])
+    inode = log_file(root).stat().st_ino
+    sizes = [log_file(root).stat().st_size]
+    for offset in range(2, 6):
+        durable(sink, [*lines("s1", offset), *lines("s2", offset)])
+        sizes.append(log_file(root).stat().st_size)
+
+    assert log_file(root).stat().st_ino == inode  # appended in place
+    assert sizes == sorted(sizes) and len(set(sizes)) == 5
+    assert sink.logs.frames == 5
+    assert recorded(root, "s1")["entries"] == recorded(root, "s2")["entries"] == 5
+
+
+def test_a_torn_last_frame_falls_back_to_the_one_before_and_the_replay_repairs(
     root: Path,
 ) -> None:
     durable(FileSink(root), lines("s1", 0, 1))
+    before = log_file(root).stat().st_size
     durable(restarted(root), lines("s1", 2, 3))
-    newest = read_position(position_file(root, "s1"))
-    assert newest is not None
-    raw = bytearray(position_file(root, "s1").read_bytes())
-    raw[(newest.seq % 2) * SLOT_BYTES + 20] ^= 0xFF  # a crash mid-slot-write
-    position_file(root, "s1").write_bytes(bytes(raw))
+    raw = bytearray(log_file(root).read_bytes())
+    raw[before + 20] ^= 0xFF  # a crash mid-append
+    log_file(root).write_bytes(bytes(raw))
 
     sink = restarted(root)
     assert sink.known_positions()["s1"].entries == 2
@@ -491,17 +522,17 @@ def test_a_torn_newest_slot_falls_back_to_the_older_one_and_the_replay_repairs(
     assert durable(sink, lines("s1", 2, 3)).appended == 2  # the replay writes them over
     assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3)
     assert recorded(root, "s1")["entries"] == 4
+    assert log_file(root).read_bytes() != bytes(raw)  # the torn frame cut, a whole one appended
 
 
-def test_a_position_too_big_for_a_slot_grows_the_slots(root: Path) -> None:
+def test_the_logs_of_many_output_partitions_merge_into_one_position(root: Path) -> None:
     sink = FileSink(root)
     sources = [f"bus-events:{p}" for p in range(300)]  # offsets of 300 source partitions
     for source in sources:
         durable(sink, lines("s1", 1, source=source))
 
-    raw = position_file(root, "s1").read_bytes()
-    assert len(raw) > 2 * SLOT_BYTES and len(raw) % (2 * SLOT_BYTES) == 0
-    position = read_position(position_file(root, "s1"))
+    assert len(list((root / LOG_DIR).iterdir())) == 300
+    position = read_recorded(root, "s1")
     assert position is not None
     assert position.entries == 300
     assert position.offsets == {source: 1 for source in sources}
@@ -574,12 +605,12 @@ def test_a_write_that_cannot_open_the_file_succeeds_once_the_fault_is_cleared(
     durable(FileSink(root), lines("s1", 0, 1))
     sink = restarted(root)  # nothing cached: the next write opens the file
     path = data_file(root, "s1")
-    position = position_file(root, "s1").read_bytes()
+    position = read_recorded(root, "s1")
     content = _break_jsonl(path)
 
     with pytest.raises(OSError):
         durable(sink, lines("s1", 2, 3))
-    assert position_file(root, "s1").read_bytes() == position
+    assert read_recorded(root, "s1") == position
 
     _repair(path, content)
     sink = restarted(root)
@@ -591,7 +622,7 @@ def test_a_write_that_cannot_open_the_file_succeeds_once_the_fault_is_cleared(
 
 
 class _FailingSlots(OsFiles):
-    """Fails every write of a position slot (an in-place pwrite of a position file)."""
+    """Fails every write to a position log."""
 
     def __init__(self) -> None:
         self.failing = False
@@ -599,7 +630,7 @@ class _FailingSlots(OsFiles):
 
     def open(self, path: StrPath, *, create: bool = False, readonly: bool = False) -> int:
         fd = super().open(path, create=create, readonly=readonly)
-        if os.fspath(path).endswith("/" + POSITION_NAME):
+        if f"/{LOG_DIR}/" in os.fspath(path):
             self.position_fds.add(fd)
         return fd
 
@@ -618,18 +649,17 @@ def test_a_checkpoint_failing_to_record_is_repaired_by_its_retry(root: Path) -> 
     sink = FileSink(root, files=files)
     durable(sink, lines("s1", 0, 1))
     files.failing = True
-    position = position_file(root, "s1").read_bytes()
+    position = read_recorded(root, "s1")
     sink.write(lines("s1", 2, 3))
 
     with pytest.raises(OSError, match="injected"):
         sink.checkpoint()  # the source does not commit
-    assert position_file(root, "s1").read_bytes() == position  # not recorded
+    assert read_recorded(root, "s1") == position  # not recorded
     assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2, 3)  # but written
 
     files.failing = False
     assert sink.checkpoint().positions["s1"].entries == 4  # the stage's retry
     assert recorded(root, "s1")["size"] == len(expected("s1", 0, 1, 2, 3))
-    assert sorted(p.name for p in (root / "s1").iterdir()) == sorted([FILE_NAME, POSITION_NAME])
 
 
 def test_a_checkpoint_failing_to_record_is_repaired_after_a_restart(root: Path) -> None:
@@ -683,7 +713,7 @@ def test_check_root_creates_a_missing_root_and_leaves_nothing_behind(tmp_path: P
 def test_check_root_accepts_an_existing_root_with_sessions(root: Path) -> None:
     durable(FileSink(root), lines("s1", 0))
     FileSink(root).check_root()
-    assert sorted(p.name for p in root.iterdir()) == ["s1"]
+    assert sorted(p.name for p in root.iterdir()) == [LOG_DIR, "s1"]
     assert data_file(root, "s1").read_bytes() == expected("s1", 0)
 
 
@@ -752,7 +782,7 @@ def test_an_older_position_never_overwrites_a_newer_record(root: Path) -> None:
     stale.write(lines("s1", 1))  # the same bytes again: the file's size does not change
     stale.checkpoint()
 
-    position = read_position(position_file(root, "s1"))
+    position = read_recorded(root, "s1")
     assert position is not None and position.entries == 3
     assert data_file(root, "s1").read_bytes() == expected("s1", 0, 1, 2)
 

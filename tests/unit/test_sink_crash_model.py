@@ -40,7 +40,7 @@ from streams.core.records import SinkLine
 from streams.sink.checkpoint import Round
 from streams.sink.fileio import FileStat, StrPath
 from streams.sink.files import FILE_NAME, FileSink
-from streams.sink.position import POSITION_NAME, read_position
+from streams.sink.positionlog import read_recorded
 
 ROOT = Path("/model/state")
 
@@ -91,6 +91,7 @@ class ModelFiles:
         self.steps = 0
         self.crash_at = crash_at
         self.truncations: list[tuple[str, int, int]] = []  # (path, size before, after)
+        self.history: list[str] = []  # each step's description
         root = self._new(is_dir=True)
         self.names["/"] = self.durable_names["/"] = root.number
         for path in ("/model", str(ROOT)):
@@ -108,6 +109,7 @@ class ModelFiles:
         if self.crash_at is not None and self.steps == self.crash_at:
             raise Crash(self.steps, what, torn)
         self.steps += 1
+        self.history.append(what)
 
     def _node(self, fd: int) -> Inode:
         return self.inodes[self.fds[fd]]
@@ -231,6 +233,16 @@ class ModelFiles:
             if self._parent(p) == directory and p != directory and self.inodes[n].is_dir
         ]
 
+    def list_files(self, path: StrPath) -> list[str]:
+        directory = os.fspath(path)
+        if directory not in self.names:
+            raise FileNotFoundError(2, "No such directory", directory)
+        return [
+            PurePosixPath(p).name
+            for p, n in self.names.items()
+            if self._parent(p) == directory and p != directory and not self.inodes[n].is_dir
+        ]
+
     def lock(self, fd: int, *, exclusive: bool = True, blocking: bool = True) -> bool:
         return True
 
@@ -336,6 +348,8 @@ EXPECTED = _expected(RECORDS)
 BATCH = 2
 CHECKPOINT_EVERY = 2  # batches
 REPLAY_BATCH = 3
+#: Small enough that the position logs are rewritten during the scenario.
+COMPACT_BYTES = 400
 
 
 def _batches(records: list[SinkLine], size: int) -> Iterator[list[SinkLine]]:
@@ -354,6 +368,7 @@ def _run(
     records, and the commit covers only what was handled when it began.
     """
     sink = FileSink(ROOT, files=files, max_open_files=max_open_files)
+    sink.logs.compact_bytes = COMPACT_BYTES
     sink.recover(lambda session: True)
     checkpoints = sink.checkpoints
     handled = committed[0]
@@ -393,6 +408,7 @@ def _recover_and_replay(files: ModelFiles, committed: int) -> FileSink:
     """A restart: recovery, the replay from the committed offset (other batch sizes), its end,
     and a checkpoint."""
     sink = FileSink(ROOT, files=files, max_open_files=5)
+    sink.logs.compact_bytes = COMPACT_BYTES
     sink.recover(lambda session: True)
     for batch in _batches(RECORDS[committed:], REPLAY_BATCH):
         sink.write(batch)
@@ -411,7 +427,7 @@ def _check_exact(files: ModelFiles, sink: FileSink, where: str) -> None:
 
 
 def _recorded(files: ModelFiles, session: str) -> Any:
-    return read_position(ROOT / session / POSITION_NAME, files)
+    return read_recorded(ROOT, session, files)
 
 
 def _steps(*, overlap: bool = False) -> int:
@@ -457,6 +473,8 @@ def test_the_scenario_covers_creates_writes_checkpoints_and_repeats() -> None:
     assert sum(d.count(b"\n") for d in EXPECTED.values()) == len(RECORDS) - 3  # three repeats
     # The sink never cuts a data file it writes.
     assert [t for t in files.truncations if t[0].endswith(FILE_NAME)] == []
+    # Positions go to the output partitions' logs, which are rewritten during the scenario.
+    assert any(w.startswith(f"rename {ROOT}/.positions/") for w in files.history)
 
 
 FIRST_CASES = [("sequential", step) for step in range(STEPS + 1)] + [

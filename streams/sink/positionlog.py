@@ -1,0 +1,354 @@
+"""The position logs: the sink's recorded positions, one append-only log per output partition.
+
+``<state root>/.positions/<topic>-<partition>.log`` holds frames (magic, length, CRC-32, then
+a JSON list of ``[session, epoch, size, entries, last_ts_us, seq, offsets]``). A checkpoint
+appends one frame per partition it wrote (a few ``pwrite`` calls and ``fdatasync`` calls, not
+one per state directory), under the log's ``flock``. A frame torn by a crash fails its
+checksum: readers stop there, and the next writer cuts it before appending (it was never
+synced, so nothing was committed on it). A log that grew past :data:`COMPACT_BYTES` is
+rewritten as one frame of its newest entries, under a temporary name synced and renamed.
+
+A session's recorded position is its directory's position file (written by ``sink rebuild``
+and when a file of another program is adopted; earlier versions wrote every checkpoint there)
+merged with the logs' entries of the same *epoch*. The epoch names one life of the data file:
+0 for a file the sink created, a fresh random number for each file ``sink rebuild`` wrote (it
+is in the position file next to it), so entries about a replaced file never apply to its
+successor. Entries of one epoch describe prefixes of the same file (a file shorter than what
+was recorded is corrupt, never cut), so they merge: the biggest size, and per source
+partition the highest offset.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import struct
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from streams.core.records import POSITIONS_DIR_NAME
+from streams.sink.fileio import OS_FILES, FileLayer, write_all
+from streams.sink.position import POSITION_NAME, SinkPosition, read_position
+
+__all__ = [
+    "COMPACT_BYTES",
+    "LOG_DIR",
+    "PositionLogs",
+    "log_name",
+    "merge",
+    "new_epoch",
+    "read_recorded",
+]
+
+#: The logs' directory under the state root (a reserved name: never a session id).
+LOG_DIR: Final = POSITIONS_DIR_NAME
+LOG_SUFFIX: Final = ".log"
+#: A log past this size is rewritten as its newest entries (when it is also 4x its last
+#: rewrite: a log of many sessions is not rewritten at every checkpoint).
+COMPACT_BYTES: Final = 16 * 1024 * 1024
+_FRAME_HEAD: Final = struct.Struct(">4sII")
+_FRAME_MAGIC: Final = b"ESL1"
+
+
+def log_name(source: str) -> str:
+    """The log file of an output partition (``topic:partition`` -> ``topic-partition.log``)."""
+    topic, _, partition = source.rpartition(":")
+    return f"{topic}-{partition}{LOG_SUFFIX}"
+
+
+def new_epoch() -> int:
+    """A fresh, nonzero epoch for a file written anew (``sink rebuild``)."""
+    return secrets.randbits(62) | 1
+
+
+def merge(a: SinkPosition, b: SinkPosition) -> SinkPosition:
+    """Two recorded positions of one epoch as one: the bigger prefix, the highest offsets."""
+    big, small = (a, b) if (a.size, a.seq) >= (b.size, b.seq) else (b, a)
+    offsets = dict(small.offsets)
+    for source, offset in big.offsets.items():
+        if offset > offsets.get(source, -1):
+            offsets[source] = offset
+    if offsets == big.offsets and big.seq >= small.seq:
+        return big
+    return SinkPosition(
+        big.size, big.entries, offsets, big.last_ts_us, max(a.seq, b.seq), epoch=big.epoch
+    )
+
+
+def encode_frame(entries: Iterable[tuple[str, SinkPosition]]) -> bytes:
+    body = json.dumps(
+        [
+            [name, p.epoch, p.size, p.entries, p.last_ts_us, p.seq, dict(p.offsets)]
+            for name, p in entries
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode("utf-8", "surrogatepass")
+    return _FRAME_HEAD.pack(_FRAME_MAGIC, len(body), zlib.crc32(body)) + body
+
+
+def parse_frames(raw: bytes | memoryview) -> tuple[list[tuple[str, SinkPosition]], int]:
+    """The entries of the whole intact frames at the start of ``raw``, and where they end."""
+    entries: list[tuple[str, SinkPosition]] = []
+    at = 0
+    head = _FRAME_HEAD.size
+    while len(raw) - at >= head:
+        magic, length, crc = _FRAME_HEAD.unpack_from(raw, at)
+        body = bytes(raw[at + head : at + head + length])
+        if magic != _FRAME_MAGIC or len(body) != length or zlib.crc32(body) != crc:
+            break
+        try:
+            items = json.loads(body.decode("utf-8", "surrogatepass"))
+            for name, epoch, size, count, last_ts, seq, offsets in items:
+                entries.append(
+                    (
+                        str(name),
+                        SinkPosition(
+                            int(size),
+                            int(count),
+                            {str(k): int(v) for k, v in offsets.items()},
+                            None if last_ts is None else int(last_ts),
+                            int(seq),
+                            epoch=int(epoch),
+                        ),
+                    )
+                )
+        except (ValueError, TypeError, AttributeError):
+            break  # a checksummed frame we cannot read: as if torn
+        at += head + length
+    return entries, at
+
+
+@dataclass(slots=True)
+class _Log:
+    path: Path
+    identity: tuple[int, int] | None = None
+    end: int = 0  # bytes read (whole frames) so far
+    fd: int = -1  # open for appending (this worker wrote to it)
+    compacted: int = 0  # size after the last rewrite
+    sessions: set[str] = field(default_factory=set)  # the sessions it holds entries of
+
+
+class PositionLogs:
+    """Every position log under a state root, read incrementally and folded per session;
+    appends and rewrites for the checkpoints of the sink that owns it (not thread-safe: the
+    sink's lock serialises its callers)."""
+
+    def __init__(self, files: FileLayer, root: Path, *, fsync: bool = True) -> None:
+        self.files = files
+        self.dir = root / LOG_DIR
+        self.fsync = fsync
+        self._logs: dict[str, _Log] = {}
+        #: Per session: its newest entries read or written, merged (one epoch: the latest).
+        self._fold: dict[str, SinkPosition] = {}
+        #: Directories whose entries changed (a new log, or the logs' directory): synced by
+        #: :meth:`sync`.
+        self.created: set[Path] = set()
+        self.compact_bytes = COMPACT_BYTES
+        self.frames = 0  # frames appended
+        self.compactions = 0
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Reads what was appended to every log since the last call (a rewritten log whole)."""
+        files = self.files
+        try:
+            names = files.list_files(self.dir)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for name in sorted(names):
+            if name.endswith(LOG_SUFFIX):
+                self._catch_up(self._log(name))
+
+    def get(self, session: str, epoch: int) -> SinkPosition | None:
+        """The session's newest logged position of that epoch, or None."""
+        found = self._fold.get(session)
+        if found is None or found.epoch != epoch:
+            return None
+        return found
+
+    def known(self, session: str) -> bool:
+        """Whether any log holds an entry for the session (of any epoch)."""
+        return session in self._fold
+
+    def recorded(self, session: str, directory: Path) -> SinkPosition | None:
+        """The session's recorded position: its position file's, merged with the logs' entries
+        of the same epoch (None: nothing recorded). Call :meth:`refresh` first."""
+        own = read_position(directory / POSITION_NAME, self.files)
+        return self.effective(session, own)
+
+    def effective(self, session: str, own: SinkPosition | None) -> SinkPosition | None:
+        """``own`` (a position file's record, or None) merged with the logs' entries."""
+        logged = self.get(session, 0 if own is None else own.epoch)
+        if logged is None:
+            return own
+        return logged if own is None else merge(own, logged)
+
+    def _log(self, name: str) -> _Log:
+        log = self._logs.get(name)
+        if log is None:
+            log = _Log(self.dir / name)
+            self._logs[name] = log
+        return log
+
+    def _catch_up(self, log: _Log, fd: int | None = None) -> int:
+        """Reads the log's new whole frames (from the start when it was rewritten); returns
+        where its whole frames end. ``fd``: the log, open (and locked) by the caller."""
+        files = self.files
+        own = fd is None
+        if own:
+            try:
+                fd = files.open(log.path, readonly=True)
+            except FileNotFoundError:
+                return 0
+        assert fd is not None
+        try:
+            st = files.fstat(fd)
+            if st.identity != log.identity:  # new, or rewritten: read it whole
+                log.identity, log.end = st.identity, 0
+                log.compacted = st.size
+                log.sessions.clear()
+            if st.size > log.end:
+                raw = files.pread(fd, st.size - log.end, log.end)
+                entries, good = parse_frames(raw)
+                self._apply(entries, log)
+                log.end += good
+        finally:
+            if own:
+                files.close(fd)
+        return log.end
+
+    def _apply(self, entries: Iterable[tuple[str, SinkPosition]], log: _Log) -> None:
+        """Folds entries read from (or appended to) ``log``, in its order. Entries of one
+        epoch merge. Of two epochs the higher ``seq`` wins, and on a tie the later entry: a
+        rebuild counts on from every record it saw, and the worker from the rebuild's."""
+        fold = self._fold
+        held = log.sessions
+        for name, position in entries:
+            held.add(name)
+            old = fold.get(name)
+            if old is None:
+                fold[name] = position
+            elif old.epoch == position.epoch:
+                fold[name] = merge(old, position)
+            elif position.seq >= old.seq:
+                fold[name] = position
+
+    # -- writing (the checkpoint) ---------------------------------------------------------------
+
+    def append(self, source: str, entries: list[tuple[str, SinkPosition]]) -> None:
+        """Appends one frame to the source partition's log, under its lock (not synced: see
+        :meth:`sync`); first reads what another writer appended, and cuts a torn frame."""
+        files = self.files
+        log = self._log(log_name(source))
+        fd = self._open(log)
+        files.lock(fd)
+        try:
+            st = files.stat(log.path)
+            if st is None or st.identity != files.fstat(fd).identity:
+                files.close(fd)  # rewritten by another writer: append to the new file
+                log.fd = -1
+                fd = self._open(log)
+                files.lock(fd)
+            end = self._catch_up(log, fd)
+            if files.fstat(fd).size > end:
+                files.truncate(fd, end)  # a torn frame: never synced, nothing committed on it
+            frame = encode_frame(entries)
+            write_all(files, fd, frame, end)
+            log.end = end + len(frame)
+            self._apply(entries, log)
+            self.frames += 1
+        finally:
+            files.unlock(fd)
+
+    def sync(self) -> int:
+        """Makes the appended frames durable (each written log's ``fdatasync``, and the logs'
+        directory when a log was created); returns how many syncs that took."""
+        calls = 0
+        for log in list(self._logs.values()):  # the event loop may read a new log meanwhile
+            if log.fd >= 0:
+                self.files.datasync(log.fd)
+                calls += 1
+        for directory in sorted(self.created):
+            self._sync_dir(directory)
+            calls += 1
+        self.created.clear()
+        return calls
+
+    def compact_due(self) -> list[str]:
+        """The logs this sink writes that grew enough to be rewritten."""
+        return [
+            name
+            for name, log in self._logs.items()
+            if log.fd >= 0 and log.end > max(self.compact_bytes, 4 * log.compacted)
+        ]
+
+    def compact(self, name: str) -> None:
+        """Rewrites a log as one frame of its newest entries: written and synced under a
+        temporary name, renamed over the log under its lock, the directory synced."""
+        files = self.files
+        log = self._logs[name]
+        fd = self._open(log)
+        files.lock(fd)
+        try:
+            self._catch_up(log, fd)
+            fold = self._fold
+            frame = encode_frame((s, fold[s]) for s in sorted(log.sessions))
+            tmp = self.dir / (name + ".tmp")
+            tmp_fd = files.open(tmp, create=True)
+            try:
+                files.truncate(tmp_fd, 0)
+                write_all(files, tmp_fd, frame, 0)
+                if self.fsync:
+                    files.datasync(tmp_fd)
+            finally:
+                files.close(tmp_fd)
+            files.replace(tmp, log.path)
+            if self.fsync:
+                self._sync_dir(self.dir)
+        finally:
+            files.unlock(fd)
+        files.close(fd)
+        log.fd = -1
+        st = files.stat(log.path)
+        log.identity = None if st is None else st.identity
+        log.end = log.compacted = len(frame)
+        self.compactions += 1
+
+    def _open(self, log: _Log) -> int:
+        if log.fd < 0:
+            files = self.files
+            if files.stat(self.dir) is None:
+                files.mkdir(self.dir)
+                self.created.add(self.dir.parent)
+            try:
+                log.fd = files.open(log.path)
+            except FileNotFoundError:
+                log.fd = files.open(log.path, create=True)
+                self.created.add(self.dir)
+        return log.fd
+
+    def _sync_dir(self, directory: Path) -> None:
+        fd = self.files.open_dir(directory)
+        try:
+            self.files.fsync(fd)
+        finally:
+            self.files.close(fd)
+
+    def close(self) -> None:
+        """Closes the logs' descriptors (what was read stays known)."""
+        for log in self._logs.values():
+            if log.fd >= 0:
+                self.files.close(log.fd)
+                log.fd = -1
+
+
+def read_recorded(root: Path, session: str, files: FileLayer = OS_FILES) -> SinkPosition | None:
+    """A session's recorded position under a state root, as recovery reads it (tools, tests)."""
+    logs = PositionLogs(files, root)
+    logs.refresh()
+    return logs.recorded(session, root / session)
