@@ -7,11 +7,13 @@ Cheap work per batch, durability as a checkpoint (the Kafka Connect / Flink mode
   at once, not synced.
 - :meth:`FileSink.checkpoint` (every ``ESCALATIONS_CHECKPOINT_INTERVAL_MS``, on revoke and on
   stop; the source commits the offsets it had handled when it began, once it returned) notes
-  each written directory's position, makes every file written so far durable with one
-  ``syncfs(2)``, writes each noted position in its directory's slot (size, entries, last
-  source offset per source partition), and syncs again. The worker runs its phases beside
-  the next batches (see :mod:`streams.sink.checkpoint`).
-- :meth:`FileSink.recover` (on partition assignment) reloads the owned directories. Bytes past
+  each written session's position, makes every file written so far durable with one
+  ``syncfs(2)``, appends the noted positions (size, entries, last source offset per source
+  partition) to the output partitions' position logs (:mod:`streams.sink.positionlog`), and
+  syncs the logs. The worker runs its phases beside the next batches (see
+  :mod:`streams.sink.checkpoint`).
+- :meth:`FileSink.recover` (on partition assignment) reads the position logs and reloads the
+  owned directories. Bytes past
   a recorded position are kept: the replay from the committed offsets writes the same lines
   again, so they are compared and written over, and the file is cut only at the first byte
   that differs (a torn last line is completed). :meth:`FileSink.caught_up` cuts what the

@@ -1,11 +1,13 @@
-"""The files of one state directory: lock, load, check, append, record, cut.
+"""The files of one state directory: lock, load, check, append, cut.
 
 Every method that reads or changes a directory runs between :meth:`SessionFiles.acquire` and
 :meth:`SessionFiles.release`, which hold the directory's lock: a ``flock`` of its data file
 (the protocol ``escalations sink rebuild`` and ``sink verify`` follow; no lock file to create
 or keep open). ``acquire`` checks the worker's state against the files (one ``stat``): a
 replaced file (rebuild) is reloaded, bytes another writer appended become a tail to compare
-with (and its newer record is read), a file shorter than what was written is corrupt.
+with (and its newer record is read from the position logs), a file shorter than what was
+written is corrupt. A directory's recorded position is read from its position file (if any)
+and the position logs (:mod:`streams.sink.positionlog`); checkpoints write only the logs.
 Descriptors stay open on the state (an LRU over sessions), so a batch costs a ``flock``, a
 ``stat``, one ``pwrite`` and an unlock per directory.
 """

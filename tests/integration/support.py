@@ -25,7 +25,7 @@ from streams import settings as settings_module
 from streams.contracts.registry import IdFile
 from streams.contracts.schemas import BUS_EVENT, SchemaStore
 from streams.core.maplines import expected_files
-from streams.core.records import DATA_DIR_NAME
+from streams.core.records import RESERVED_NAMES
 from streams.ops.demo import actual_files
 from streams.ops.processes import WorkerProcess
 from streams.ops.produce import ProduceReport, produce_lines
@@ -234,8 +234,9 @@ class Job:
         )
 
     def state_entries(self) -> list[str]:
-        """What the state root holds besides the worker's own data directory (Faust's)."""
-        return sorted(name for name in os.listdir(self.root) if name != DATA_DIR_NAME)
+        """What the state root holds besides the worker's own data (Faust's data directory and
+        the sink's position logs)."""
+        return sorted(name for name in os.listdir(self.root) if name not in RESERVED_NAMES)
 
     def logs(self) -> str:
         return "\n".join(f"--- {w.name}\n{w.log()[-4000:]}" for w in self.workers)

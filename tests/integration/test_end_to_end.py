@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streams.contracts.codec import Codec
-from streams.core.records import DATA_DIR_NAME
+from streams.core.records import DATA_DIR_NAME, POSITIONS_DIR_NAME
 from streams.errors import Coordinates
 from streams.ops.sample import bus_events
 from streams.sink.files import FILE_NAME
@@ -38,9 +38,12 @@ def test_produce_command_to_files_and_output_topic(job: Job) -> None:
     assert "produced 3000 events for 8 sessions" in produced.stderr
 
     assert job.wait_for_files(expected) == expected, job.logs()
-    # One directory per session, beside the worker's own data directory (Faust's).
+    # One directory per session, beside the worker's own data directory (Faust's) and the
+    # sink's position logs (one per output partition written).
     directories = sorted(p.name for p in job.root.iterdir() if p.is_dir())
-    assert directories == sorted([*expected, DATA_DIR_NAME])
+    assert directories == sorted([*expected, DATA_DIR_NAME, POSITIONS_DIR_NAME])
+    logs = sorted(p.name for p in (job.root / POSITIONS_DIR_NAME).iterdir())
+    assert logs and all(n.startswith(f"{job.settings.output_topic}-") for n in logs), logs
 
     entries = sum(data.count(b"\n") for data in expected.values())
     records = asyncio.run(read_topic(job.bootstrap, job.settings.output_topic, entries))
