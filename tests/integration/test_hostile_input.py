@@ -38,7 +38,7 @@ from streams.core.deadletter import (
 )
 from streams.errors import Coordinates, DecodeError, SinkCorruptionError
 from streams.ops.sample import bus_events
-from streams.sink.position import POSITION_NAME, read_position
+from streams.sink.positionlog import read_recorded
 
 from .support import Job, Worker
 
@@ -241,15 +241,15 @@ def _wait_for(job: Job, worker: Worker, expected: dict[str, bytes], timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and worker.alive():
         if job.files(expected) == expected and all(
-            _recorded_size(job.root / s) == len(data) for s, data in expected.items()
+            _recorded_size(job.root, s) == len(data) for s, data in expected.items()
         ):
             return
         time.sleep(0.2)
 
 
-def _recorded_size(directory: Path) -> int | None:
+def _recorded_size(root: Path, session: str) -> int | None:
     try:
-        position = read_position(directory / POSITION_NAME)
+        position = read_recorded(root, session)
     except (OSError, SinkCorruptionError):
         return None
     return None if position is None else position.size
