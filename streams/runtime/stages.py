@@ -108,6 +108,8 @@ class MapStage:
 
     async def process(self, records: Sequence[RawRecord]) -> None:
         """Map a batch; returns once every produced record is acknowledged by the broker."""
+        if self.handoff is not None:
+            await self.handoff.room()  # not too far ahead of this worker's sink
         pending: list[Awaitable[Any]] = []
         entries: list[tuple[bytes, bytes]] = []
         datums: list[dict[str, Any]] = []
@@ -128,10 +130,13 @@ class MapStage:
                 datums.append(out)
             except RecordError as exc:
                 pending.append(await _dead_letter(self.dead_letter, self.stats, r, exc))
+        values = [value for _, value in entries]
+        if self.handoff is not None:
+            self.handoff.offer(values, datums)  # the sink may fetch them before the acks
         placed, *_ = await asyncio.gather(self.emit(entries), *pending)
         self.stats.entries_out += len(entries)
         if self.handoff is not None:
-            self.handoff.put(placed, [value for _, value in entries], datums)
+            self.handoff.placed(placed, values)
 
 
 #: Called with each session's newly recorded (durable) position after a checkpoint.
@@ -173,7 +178,7 @@ class SinkStage:
         handoff = self.handoff
         for r in records:
             if handoff is not None:
-                line = handoff.take(r.partition, r.offset, r.value)
+                line = handoff.take(r.value)
                 if line is not None:
                     lines.append(line)
                     continue

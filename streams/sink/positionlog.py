@@ -67,6 +67,9 @@ def new_epoch() -> int:
 def merge(a: SinkPosition, b: SinkPosition) -> SinkPosition:
     """Two recorded positions of one epoch as one: the bigger prefix, the highest offsets."""
     big, small = (a, b) if (a.size, a.seq) >= (b.size, b.seq) else (b, a)
+    known = big.offsets
+    if big.seq >= small.seq and all(o <= known.get(s, -1) for s, o in small.offsets.items()):
+        return big  # the usual case: a newer record of the same writer
     offsets = dict(small.offsets)
     for source, offset in big.offsets.items():
         if offset > offsets.get(source, -1):

@@ -95,17 +95,15 @@ def test_lines_handed_over_give_the_same_files_as_decoding(tmp_path: Path) -> No
     assert len(handoff) == 0  # every line taken
 
 
-def test_a_record_with_other_bytes_at_a_handed_offset_is_decoded(tmp_path: Path) -> None:
+def test_a_record_with_other_bytes_is_decoded(tmp_path: Path) -> None:
     _, expected = _input(600)
     handoff = Handoff()
     topic = _run(tmp_path / "first", handoff, None)  # the lines stay in the handoff
     assert len(handoff) == len(topic.records)
-    stale = _entry("intruder")
-    handoff.put(
-        [(0, r.offset) for r in topic.records],
-        [b"other"] * len(topic.records),
-        [stale] * len(topic.records),
-    )
+    handoff.own({0})  # a new assignment: what was held is dropped
+    assert len(handoff) == 0
+    others = [b"other %d" % r.offset for r in topic.records]
+    handoff.offer(others, [_entry("intruder")] * len(others))
 
     stats = Stats.empty()
     sink = SinkStage(
@@ -134,29 +132,82 @@ def _entry(session_id: str) -> dict[str, Any]:
     }
 
 
-def test_the_handoff_keeps_only_the_newest_entries_and_ignores_unknown_offsets() -> None:
+def test_the_handoff_keeps_only_the_newest_entries() -> None:
     handoff = Handoff(capacity=3)
     entry = _entry("s")
-    handoff.put([(0, 1), (0, 2), (1, -1), (0, 3), (0, 4)], [b"v"] * 5, [entry] * 5)
+    handoff.offer([b"v1", b"v2", b"v3", b"v4"], [entry] * 4)
 
     assert len(handoff) == 3
-    assert handoff.take(0, 1, b"v") is None  # evicted: the oldest goes first
-    assert handoff.take(0, 2, b"v") == sink_line(entry)
-    assert handoff.take(1, -1, b"v") is None  # no offset from the broker: never offered
-    assert handoff.take(0, 3, b"w") is None  # other bytes
-    assert handoff.take(0, 3, b"v") is None  # taken (and dropped) once
-    assert handoff.take(0, 4, b"v") == sink_line(entry)
-    assert handoff.hits == 2
+    assert handoff.take(b"v1") is None  # evicted: the oldest goes first
+    assert handoff.take(b"v2") == sink_line(entry)
+    assert handoff.take(b"v2") is None  # taken (and dropped) once
+    assert handoff.take(None) is None
+    assert handoff.hits == 1
+
+
+def test_an_entry_is_there_before_its_acknowledgement() -> None:
+    # The sink's fetch can return a record before the map stage's send has returned.
+    handoff = Handoff()
+    handoff.own({0})
+    entry = _entry("s")
+    handoff.offer([b"v"], [entry])
+    assert handoff.take(b"v") == sink_line(entry)
 
 
 def test_the_handoff_keeps_only_the_partitions_this_sink_owns() -> None:
     handoff = Handoff()
     entry = _entry("s")
     handoff.own({0, 2})
-    handoff.put([(0, 1), (1, 1), (2, 1), (3, 1)], [b"v"] * 4, [entry] * 4)
+    values = [b"a", b"b", b"c", b"d"]
+    handoff.offer(values, [entry] * 4)
+    handoff.placed([(0, 1), (1, 1), (2, 1), (3, 1)], values)
     assert len(handoff) == 2
+    assert handoff.take(b"b") is None  # placed in partition 1: another worker's sink
+    assert handoff.take(b"c") == sink_line(entry)
 
-    handoff.own({2})  # a rebalance took partition 0 away
-    assert len(handoff) == 1
-    assert handoff.take(0, 1, b"v") is None
-    assert handoff.take(2, 1, b"v") == sink_line(entry)
+
+def test_the_map_stage_waits_for_room_while_the_sink_takes_entries() -> None:
+    async def scenario() -> list[str]:
+        handoff = Handoff(capacity=10)
+        entry = _entry("s")
+        handoff.offer([b"v%d" % o for o in range(10)], [entry] * 10)
+        events: list[str] = []
+
+        async def mapper() -> None:
+            await handoff.room()
+            events.append("map goes on")
+
+        async def sink() -> None:
+            for offset in range(3):
+                await asyncio.sleep(0.01)
+                events.append(f"sink takes {offset}")
+                handoff.take(b"v%d" % offset)
+
+        await asyncio.gather(mapper(), sink())
+        assert handoff.waits == 1
+        return events
+
+    # Room for a batch more once the handoff is below 90% full: after the second take.
+    assert asyncio.run(scenario()) == [
+        "sink takes 0",
+        "sink takes 1",
+        "map goes on",
+        "sink takes 2",
+    ]
+
+
+def test_the_map_stage_waits_a_bounded_time_when_the_sink_takes_nothing() -> None:
+    async def scenario() -> tuple[float, float]:
+        handoff = Handoff(capacity=2)
+        handoff.offer([b"v1", b"v2"], [_entry("s")] * 2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await handoff.room()  # the sink is behind (or gone): waits, then runs on
+        waited = loop.time() - started
+        started = loop.time()
+        await handoff.room()  # and runs free for a while, without waiting again
+        return waited, loop.time() - started
+
+    waited, again = asyncio.run(scenario())
+    assert 0.2 <= waited < 1.0
+    assert again < 0.05
