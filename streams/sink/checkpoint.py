@@ -7,8 +7,8 @@ One round:
 1. one ``syncfs(2)`` on the state root's file system: the data of every file written before
    ``begin`` is durable (with new directories); where ``syncfs`` is missing, each written file
    is ``fdatasync``-ed and each new directory entry ``fsync``-ed;
-2. the snapshot positions are appended to the position logs, one frame per output partition
-   (see :mod:`streams.sink.positionlog`): no state directory is touched;
+2. the snapshot positions are appended to the position logs, a frame per output partition
+   and slice of sessions (see :mod:`streams.sink.positionlog`): no state directory is touched;
 3. each written log is ``fdatasync``-ed: the positions are durable (a log grown past its bound
    is then rewritten).
 
@@ -125,17 +125,15 @@ class Checkpoints:
             raise SinkError(f"cannot make the position logs durable: {exc}") from exc
 
     def record(self, rnd: Round, limit: int | None = None, *, wait: bool = True) -> bool:
-        """Phase 2: the snapshot positions of at most ``limit`` more sessions, then (once all
-        are taken) one frame per output partition appended to its log (not synced); returns
-        whether some are left (call again: the event loop runs between the calls). No
-        directory lock is taken: ``wait`` is accepted for the callers' sake."""
+        """Phase 2: the snapshot positions of at most ``limit`` more sessions, appended to
+        their output partitions' logs (a frame per log; not synced); returns whether some are
+        left (call again: the event loop runs between the calls). No directory lock is taken:
+        ``wait`` is accepted for the callers' sake."""
         del wait
         with self.sink.lock:
             self._record(rnd, limit)
-            if rnd.recorded_up_to < len(rnd.states):
-                return True
             self._append(rnd)
-        return False
+        return rnd.recorded_up_to < len(rnd.states)
 
     def abort(self, rnd: Round) -> None:
         """The checkpoint failed: its sessions are recorded by the next one."""

@@ -17,8 +17,7 @@ import logging
 import os
 import resource
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final, Protocol, cast
+from typing import Final, NamedTuple, Protocol, cast
 
 __all__ = [
     "OS_FILES",
@@ -37,8 +36,9 @@ log = logging.getLogger(__name__)
 StrPath = str | os.PathLike[str]
 
 
-@dataclass(frozen=True, slots=True)
-class FileStat:
+class FileStat(NamedTuple):
+    """What the sink reads of a ``stat`` (a tuple: one is built for every write)."""
+
     identity: tuple[int, int]  # (st_dev, st_ino): which file a path or descriptor names
     size: int
     is_dir: bool = False
@@ -205,7 +205,12 @@ OS_FILES: Final = OsFiles()
 
 def write_all(files: FileLayer, fd: int, payload: bytes, offset: int) -> None:
     """``pwrite`` until every byte is written at ``offset``."""
-    view = memoryview(payload)
+    done = files.pwrite(fd, payload, offset)
+    if done == len(payload):
+        return  # the usual case: one call
+    if done <= 0:
+        raise OSError(errno.EIO, f"pwrite wrote {done} of {len(payload)} bytes")
+    view, offset = memoryview(payload)[done:], offset + done
     while view:
         done = files.pwrite(fd, view, offset)
         if done <= 0:

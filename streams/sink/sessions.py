@@ -197,6 +197,9 @@ class SessionFiles:
     def _check(self, state: SessionState, known_size: int) -> None:
         """One ``stat``: is the data file still the one (and the size) the state says?"""
         st = self.files.stat(state.data_path)
+        if st is not None and st.identity == state.identity:
+            if st.size == state.position.size + state.tail:
+                return  # the usual case: as this worker left it
         written = max(known_size, state.position.size)
         if st is None:
             if self.files.stat(state.dir_path) is None:
