@@ -11,13 +11,12 @@ from streams.sink.state import SessionState
 
 __all__ = ["MIN_CAPACITY", "Descriptors"]
 
-#: The fewest descriptors the cache accepts: one session's data and position files, and one
-#: to spare.
+#: The fewest descriptors the cache accepts: one session's data file, and two to spare.
 MIN_CAPACITY: Final = 3
 
 
 class Descriptors:
-    """An LRU of sessions holding open descriptors (``data_fd``, ``pos_fd``).
+    """An LRU of sessions holding an open descriptor (``data_fd``).
 
     A pinned session (its directory lock held) is never closed to make room; everything else
     may be, and is reopened on its next use.
@@ -59,16 +58,9 @@ class Descriptors:
         """Closes every descriptor ``state`` holds."""
         if self._holders.pop(state.name, None) is None and not _holds(state):
             return
-        for attr in ("data_fd", "pos_fd"):
-            fd = getattr(state, attr)
-            if fd >= 0:
-                setattr(state, attr, -1)
-                self.open_now -= 1
-                self.files.close(fd)
-
-    def close_position(self, state: SessionState) -> None:
-        if state.pos_fd >= 0:
-            fd, state.pos_fd = state.pos_fd, -1
+        fd = state.data_fd
+        if fd >= 0:
+            state.data_fd = -1
             self.open_now -= 1
             self.files.close(fd)
 
@@ -88,4 +80,4 @@ class Descriptors:
 
 
 def _holds(state: SessionState) -> bool:
-    return state.data_fd >= 0 or state.pos_fd >= 0
+    return state.data_fd >= 0

@@ -1,4 +1,6 @@
-"""The position file of a state directory: how many bytes are good, the last offsets written.
+"""A recorded position (how many bytes are good, the last offsets written) and the position file
+of a state directory, where ``sink rebuild`` (and the adoption of another program's file) record
+one; checkpoints append theirs to the position logs (:mod:`streams.sink.positionlog`).
 
 Two page-aligned slots, written in turn in place (one ``pwrite``, made durable by the
 checkpoint's sync, no rename): a torn slot fails its checksum and the other slot, one step

@@ -154,7 +154,6 @@ class SessionFiles:
         state.position = state.recorded = fresh
         state.tail, state.tail_kind = 0, Tail.NONE
         state.identity = None
-        state.has_position_file = False
         state.dirty_since = None
         state.generation += 1
         state.loaded = created
@@ -162,7 +161,7 @@ class SessionFiles:
     # -- reading the directory ----------------------------------------------------------------
 
     def _load(self, state: SessionState, known_size: int) -> None:
-        """Reads the position file and the data file's size (under the lock)."""
+        """Reads the recorded position and the data file's size (under the lock)."""
         st = self.files.stat(state.data_path)
         if st is None or st.identity != self.files.fstat(state.data_fd).identity:
             raise _Replaced  # replaced (or removed) between our open and our lock
@@ -171,7 +170,6 @@ class SessionFiles:
         state.identity = st.identity
         if position is None:
             state.position = state.recorded = SinkPosition()
-            state.has_position_file = False
             state.tail = size
             state.tail_kind = Tail.UNOWNED if size else Tail.NONE
         else:
@@ -182,7 +180,6 @@ class SessionFiles:
                     f"{_rebuild_hint(state)}"
                 )
             state.position = state.recorded = position
-            state.has_position_file = True
             state.tail = size - position.size
             state.tail_kind = Tail.FOREIGN if state.tail else Tail.NONE
         if size < known_size:
@@ -197,9 +194,12 @@ class SessionFiles:
     def _check(self, state: SessionState, known_size: int) -> None:
         """One ``stat``: is the data file still the one (and the size) the state says?"""
         st = self.files.stat(state.data_path)
-        if st is not None and st.identity == state.identity:
-            if st.size == state.position.size + state.tail:
-                return  # the usual case: as this worker left it
+        if (
+            st is not None
+            and st.identity == state.identity
+            and st.size == state.position.size + state.tail
+        ):
+            return  # the usual case: as this worker left it
         written = max(known_size, state.position.size)
         if st is None:
             if self.files.stat(state.dir_path) is None:
@@ -228,7 +228,6 @@ class SessionFiles:
         self.logs.refresh()
         recorded = self.logs.recorded(state.name, state.directory)
         if recorded is not None:
-            state.has_position_file = True
             if (recorded.size, recorded.seq) > (state.recorded.size, state.recorded.seq):
                 state.recorded = recorded
             if state.position.size < recorded.size <= size:
@@ -302,10 +301,8 @@ class SessionFiles:
         if good < len(content):
             self.files.truncate(fd, good)
         position = SinkPosition(size=good, entries=content.count(b"\n"), seq=state.recorded.seq)
-        self.fds.close_position(state)
         write_position(self.files, state.directory, position)  # decided once: durably
         state.position = state.recorded = position
-        state.has_position_file = True
         state.tail = 0
         state.tail_kind = Tail.NONE
 

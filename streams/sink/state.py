@@ -2,7 +2,8 @@
 
 ``position`` is what this worker knows the file holds: its first ``position.size`` bytes are
 the session's lines up to ``position.offsets`` (written, durable or not). ``recorded`` is the
-last position written to the position file (its ``seq`` numbers the slots). ``tail`` counts
+last position recorded (in the position logs, or the directory's position file; ``seq`` counts
+the records). ``tail`` counts
 bytes past ``position.size`` that are not known to be ours yet: a torn or unrecorded tail
 found on recovery, or lines another writer appended. Fresh lines are compared with the tail
 and written over it; the file is cut only at the first byte that differs.
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from streams.core.records import SinkLine
-from streams.sink.position import POSITION_NAME, SinkPosition
+from streams.sink.position import SinkPosition
 
 __all__ = [
     "FILE_NAME",
@@ -41,7 +42,7 @@ class Tail(enum.Enum):
     #: Appended by another writer while this worker held the session: compared, never cut
     #: for being unexplained.
     FOREIGN = "foreign"
-    #: A file without a position file: this sink's, after a power loss before its first
+    #: A file without a recorded position: this sink's, after a power loss before its first
     #: checkpoint, or another program's (adopted: its whole lines kept).
     UNOWNED = "unowned"
 
@@ -66,7 +67,6 @@ class SessionState:
     tail_kind: Tail = Tail.NONE
     #: (dev, inode) of the data file when last seen; None: there was none.
     identity: tuple[int, int] | None = None
-    has_position_file: bool = False
     #: False until the directory has been read under its lock (first use, or after a
     #: replacement): until then nothing above is known.
     loaded: bool = False
@@ -80,7 +80,6 @@ class SessionState:
     source: str = ""
     #: Open descriptors (-1: closed), owned by the sink's descriptor cache.
     data_fd: int = -1  # locked while the directory is in use
-    pos_fd: int = -1
     dir_path: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,10 +89,6 @@ class SessionState:
     @property
     def data_path(self) -> str:
         return f"{self.dir_path}/{FILE_NAME}"
-
-    @property
-    def pos_path(self) -> str:
-        return f"{self.dir_path}/{POSITION_NAME}"
 
     @property
     def expected_size(self) -> int:

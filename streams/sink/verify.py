@@ -2,7 +2,8 @@
 
 The directory is read under a shared ``flock`` of its data file (the directory's lock: the
 worker takes it exclusively for each write), so a write in progress is never seen half done.
-The recorded position is the directory's position file merged with the position logs. Whole lines past the recorded position are normal between checkpoints: they are
+The recorded position is the directory's position file merged with the position logs.
+Whole lines past the recorded position are normal between checkpoints: they are
 reported as *pending* (not yet checkpointed), not as a problem. A partial line there is a
 torn write (a crash): the worker that owns the session completes or cuts it.
 """

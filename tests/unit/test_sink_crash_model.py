@@ -14,10 +14,10 @@ sync), then again for every step with a crash just before it. The crash keeps:
   size reached the disk, the data did not);
 - ``power_cut_short``: durable, then every unsynced write half done (torn lines, torn slots);
 - ``power_data_first``: durable, but every data file and directory with all its bytes (the
-  data reached the disk before the position files that describe it);
-- ``power_positions_first``: durable, but every other file (positions, their temporary
-  files) and directory with all its bytes: writeback in the worst order, the position files
-  before the data they describe.
+  data reached the disk before the position logs that describe it);
+- ``power_positions_first``: durable, but every other file (position logs and files, their
+  temporary files) and directory with all its bytes: writeback in the worst order, the
+  positions before the data they describe.
 
 Recovery (a new sink over the crashed files) plus a replay from the last committed offset
 (in other batch sizes), the end of the replay (``caught_up``) and a checkpoint must then give
