@@ -379,8 +379,13 @@ class FileSink:
         state = self._state(session_id)
         seen_at = state.position if state.loaded else None
         early = fresh_lines(seen_at, items) if seen_at is not None else []
-        if seen_at is not None and not early:
-            return 0  # every line is at or below the offsets: nothing to lock or write
+        if seen_at is not None:
+            if not early:
+                return 0  # every line is at or below the offsets: nothing to lock or write
+            if state.data_fd >= 0 and not state.tail and session_id not in self._corrupt:
+                appended = self._append_open(state, early, wait)
+                if appended:
+                    return appended
 
         def put(s: SessionState) -> int:
             # The same lines again unless the lock's check reloaded the position.
@@ -389,17 +394,43 @@ class FileSink:
                 return 0
             payload = b"".join(item.line for item in fresh)
             self.sessions_io.put(s, payload, len(fresh[0].line))
-            s.position = advance(s.position, fresh, len(payload))
-            if self.log_of is None:
-                s.source = fresh[-1].source
-            if s.dirty_since is None:
-                s.dirty_since = self.clock()
-            self.dirty.add(s.name)
-            self.unsynced_bytes += len(payload)
-            self.last_write = self.clock()
+            self._appended(s, fresh, len(payload))
             return len(fresh)
 
         return self.locked(state, put, wait=wait)
+
+    def _append_open(self, state: SessionState, fresh: list[SinkLine], wait: bool) -> int:
+        """The usual write, on a file this worker holds open: under the lock, one ``stat``
+        shows it is still the file and the size this worker left, then one ``pwrite``.
+        Returns 0 when the file changed (the general path then reloads what it must)."""
+        files = self.files
+        fd = state.data_fd
+        if not files.lock(fd, blocking=wait):
+            raise LockBusy(state.dir_path)
+        try:
+            st = files.stat(state.data_path)
+            at = state.position.size
+            if st is None or st.identity != state.identity or st.size != at:
+                return 0
+            payload = b"".join(item.line for item in fresh)
+            write_all(files, fd, payload, at)
+        finally:
+            files.unlock(fd)
+        self.fds.touch(state)
+        self._appended(state, fresh, len(payload))
+        self._seen(state.name, state.position)
+        return len(fresh)
+
+    def _appended(self, state: SessionState, fresh: list[SinkLine], size: int) -> None:
+        """Bookkeeping once ``fresh`` (``size`` bytes) is written at the state's position."""
+        state.position = advance(state.position, fresh, size)
+        if self.log_of is None:
+            state.source = fresh[-1].source
+        if state.dirty_since is None:
+            state.dirty_since = self.clock()
+        self.dirty.add(state.name)
+        self.unsynced_bytes += size
+        self.last_write = self.clock()
 
     def _lock_for_replace(self, directory: Path) -> list[int]:
         """Locks the directory for a replacement: the lock file of earlier versions where it

@@ -110,6 +110,26 @@ async def test_reports_are_throttled_and_carry_the_latest_position() -> None:
     assert await reports.send_if_due() == 0  # nothing new: nothing sent
 
 
+async def test_reports_are_bounded_per_interval_the_longest_waiting_first() -> None:
+    sent: list[bytes] = []
+
+    async def send(records: Sequence[tuple[bytes, bytes]]) -> None:
+        sent.extend(key for key, _ in records)
+
+    clock = _Clock()
+    reports = PositionReports(send, interval_s=1.0, clock=clock, batch_max=2)
+    for name in ("s1", "s2", "s3"):
+        reports.written(name, SinkPosition(size=1, entries=1))
+    clock.now += 1.0
+    assert await reports.send_if_due() == 2
+    await reports.sent()
+    reports.written("s1", SinkPosition(size=2, entries=2))  # written again: waits its turn
+    clock.now += 1.0
+    assert await reports.send_if_due() == 2
+    await reports.sent()
+    assert sent == [b"s1", b"s2", b"s3", b"s1"]
+
+
 async def test_a_failed_report_send_is_raised_by_the_next_call() -> None:
     async def send(records: Sequence[tuple[bytes, bytes]]) -> None:
         raise RuntimeError("produce failed")
