@@ -194,14 +194,16 @@ class Checkpoints:
             if recorded.epoch == snapshot.epoch and recorded.size >= snapshot.size:
                 rnd.positions[state.name] = recorded  # another writer recorded past it
                 continue
-            position = SinkPosition(
-                snapshot.size,
-                snapshot.entries,
-                snapshot.offsets,
-                snapshot.last_ts_us,
-                recorded.seq + 1,
-                epoch=snapshot.epoch,
-            )
+            position = snapshot
+            if snapshot.seq <= recorded.seq:  # written before the last record: number it anew
+                position = SinkPosition(
+                    snapshot.size,
+                    snapshot.entries,
+                    snapshot.offsets,
+                    snapshot.last_ts_us,
+                    recorded.seq + 1,
+                    epoch=snapshot.epoch,
+                )
             rnd.entries.setdefault(state.source, []).append((state.name, position))
 
     def _append(self, rnd: Round) -> None:

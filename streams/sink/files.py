@@ -423,7 +423,8 @@ class FileSink:
 
     def _appended(self, state: SessionState, fresh: list[SinkLine], size: int) -> None:
         """Bookkeeping once ``fresh`` (``size`` bytes) is written at the state's position."""
-        state.position = advance(state.position, fresh, size)
+        # Numbered as its record will be: a checkpoint records the position itself.
+        state.position = advance(state.position, fresh, size, state.recorded.seq + 1)
         if self.log_of is None:
             state.source = fresh[-1].source
         if state.dirty_since is None:

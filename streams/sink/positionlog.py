@@ -67,9 +67,13 @@ def new_epoch() -> int:
 def merge(a: SinkPosition, b: SinkPosition) -> SinkPosition:
     """Two recorded positions of one epoch as one: the bigger prefix, the highest offsets."""
     big, small = (a, b) if (a.size, a.seq) >= (b.size, b.seq) else (b, a)
-    known = big.offsets
-    if big.seq >= small.seq and all(o <= known.get(s, -1) for s, o in small.offsets.items()):
-        return big  # the usual case: a newer record of the same writer
+    if big.seq >= small.seq:
+        known = big.offsets
+        for source, offset in small.offsets.items():
+            if offset > known.get(source, -1):
+                break
+        else:
+            return big  # the usual case: a newer record of the same writer
     offsets = dict(small.offsets)
     for source, offset in big.offsets.items():
         if offset > offsets.get(source, -1):
@@ -84,7 +88,7 @@ def merge(a: SinkPosition, b: SinkPosition) -> SinkPosition:
 def encode_frame(entries: Iterable[tuple[str, SinkPosition]]) -> bytes:
     body = json.dumps(
         [
-            [name, p.epoch, p.size, p.entries, p.last_ts_us, p.seq, dict(p.offsets)]
+            [name, p.epoch, p.size, p.entries, p.last_ts_us, p.seq, p.offsets]
             for name, p in entries
         ],
         ensure_ascii=False,

@@ -116,8 +116,11 @@ def fresh_lines(position: SinkPosition, items: Iterable[SinkLine]) -> list[SinkL
     return fresh
 
 
-def advance(position: SinkPosition, fresh: list[SinkLine], payload_size: int) -> SinkPosition:
-    """The position once ``fresh`` (``payload_size`` bytes) follows it in the file."""
+def advance(
+    position: SinkPosition, fresh: list[SinkLine], payload_size: int, seq: int | None = None
+) -> SinkPosition:
+    """The position once ``fresh`` (``payload_size`` bytes) follows it in the file (``seq``:
+    the number its record will have; the position's own by default)."""
     offsets = dict(position.offsets)
     for item in fresh:
         offsets[item.source] = item.offset
@@ -126,7 +129,7 @@ def advance(position: SinkPosition, fresh: list[SinkLine], payload_size: int) ->
         entries=position.entries + len(fresh),
         offsets=offsets,
         last_ts_us=fresh[-1].ts_us,
-        seq=position.seq,
+        seq=position.seq if seq is None else seq,
         epoch=position.epoch,
     )
 
