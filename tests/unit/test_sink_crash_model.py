@@ -224,23 +224,19 @@ class ModelFiles:
         self.names[os.fspath(target)] = self.names.pop(os.fspath(source))
 
     def list_dirs(self, path: StrPath) -> list[str]:
-        directory = os.fspath(path)
-        if directory not in self.names:
-            raise FileNotFoundError(2, "No such directory", directory)
-        return [
-            PurePosixPath(p).name
-            for p, n in self.names.items()
-            if self._parent(p) == directory and p != directory and self.inodes[n].is_dir
-        ]
+        return self._children(path, dirs=True)
 
     def list_files(self, path: StrPath) -> list[str]:
+        return self._children(path, dirs=False)
+
+    def _children(self, path: StrPath, *, dirs: bool) -> list[str]:
         directory = os.fspath(path)
         if directory not in self.names:
             raise FileNotFoundError(2, "No such directory", directory)
         return [
             PurePosixPath(p).name
             for p, n in self.names.items()
-            if self._parent(p) == directory and p != directory and not self.inodes[n].is_dir
+            if self._parent(p) == directory and p != directory and self.inodes[n].is_dir == dirs
         ]
 
     def lock(self, fd: int, *, exclusive: bool = True, blocking: bool = True) -> bool:
