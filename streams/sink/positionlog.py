@@ -87,10 +87,7 @@ def merge(a: SinkPosition, b: SinkPosition) -> SinkPosition:
 
 def encode_frame(entries: Iterable[tuple[str, SinkPosition]]) -> bytes:
     body = json.dumps(
-        [
-            [name, p.epoch, p.size, p.entries, p.last_ts_us, p.seq, p.offsets]
-            for name, p in entries
-        ],
+        [[name, p.epoch, p.size, p.entries, p.last_ts_us, p.seq, p.offsets] for name, p in entries],
         ensure_ascii=False,
         separators=(",", ":"),
     ).encode("utf-8", "surrogatepass")
