@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,19 @@ from tests.support.secure_kafka import SecureCluster
 from tests.support.tls import Certs, free_port
 
 pytestmark = pytest.mark.integration
+
+#: How long a test's event loop keeps running after it, for the connections it closed.
+CLOSING_S = 0.25
+
+
+@pytest.fixture(autouse=True)
+async def _connections_closed() -> AsyncIterator[None]:
+    """aiokafka's ``stop()``, a failed ``start()`` and ``conn.close()`` close their connections
+    without waiting for the transport: a TLS connection ends its shutdown on later iterations of
+    the loop. Each test's loop runs a little longer, so that no socket is left to the garbage
+    collector (whose warning would then fail whichever later test it ran in)."""
+    yield
+    await asyncio.sleep(CLOSING_S)
 
 certs = tls.certs  # the session's test certificates (a fixture)
 
