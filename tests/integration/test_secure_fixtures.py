@@ -52,6 +52,7 @@ async def _connections_closed() -> AsyncIterator[None]:
     yield
     await asyncio.sleep(CLOSING_S)
 
+
 certs = tls.certs  # the session's test certificates (a fixture)
 
 BOUND_S = 30  # every failure must surface within this
