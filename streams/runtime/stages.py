@@ -235,7 +235,7 @@ class SinkStage:
             if self.sink.fsync:
                 await asyncio.to_thread(checkpoints.sync, rnd, data=True)
             # In slices, the batches in between: a slice of the loop's time, not a stall.
-            while await self._inline(checkpoints.record, rnd, RECORD_SLICE):
+            while checkpoints.record(rnd, RECORD_SLICE):
                 await asyncio.sleep(0)
             if self.sink.fsync and rnd.positions:
                 await asyncio.to_thread(checkpoints.sync, rnd, data=False)

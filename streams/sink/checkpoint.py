@@ -124,12 +124,11 @@ class Checkpoints:
         except OSError as exc:
             raise SinkError(f"cannot make the position logs durable: {exc}") from exc
 
-    def record(self, rnd: Round, limit: int | None = None, *, wait: bool = True) -> bool:
+    def record(self, rnd: Round, limit: int | None = None) -> bool:
         """Phase 2: the snapshot positions of at most ``limit`` more sessions, appended to
         their output partitions' logs (a frame per log; not synced); returns whether some are
-        left (call again: the event loop runs between the calls). No directory lock is taken:
-        ``wait`` is accepted for the callers' sake."""
-        del wait
+        left (call again: the event loop runs between the calls). No directory lock is taken;
+        a log's lock is held by other writers only for an append."""
         with self.sink.lock:
             self._record(rnd, limit)
             self._append(rnd)

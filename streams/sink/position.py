@@ -25,12 +25,9 @@ __all__ = [
     "POSITION_NAME",
     "SLOT_BYTES",
     "SinkPosition",
-    "create_position",
-    "load_position",
     "parse_position",
     "position_slot",
     "read_position",
-    "record_slot",
     "write_position",
 ]
 
@@ -124,17 +121,17 @@ def read_position(path: StrPath, files: FileLayer = OS_FILES) -> SinkPosition | 
     except FileNotFoundError:
         return None
     try:
-        return load_position(files, fd, path)
+        return _load_position(files, fd, path)
     finally:
         files.close(fd)
 
 
-def load_position(files: FileLayer, fd: int, path: StrPath) -> SinkPosition:
+def _load_position(files: FileLayer, fd: int, path: StrPath) -> SinkPosition:
     """The newest intact slot of an open position file."""
     return parse_position(read_all(files, fd), path)
 
 
-def record_slot(files: FileLayer, fd: int, position: SinkPosition) -> bool:
+def _record_slot(files: FileLayer, fd: int, position: SinkPosition) -> bool:
     """Writes ``position`` in place, in slot ``seq % 2`` (one ``pwrite`` within a page run);
     False, writing nothing, when the file's slots are too small for it."""
     slot = position_slot(position.to_json())
@@ -148,7 +145,7 @@ def record_slot(files: FileLayer, fd: int, position: SinkPosition) -> bool:
     return True
 
 
-def create_position(files: FileLayer, directory: Path, position: SinkPosition) -> None:
+def _create_position(files: FileLayer, directory: Path, position: SinkPosition) -> None:
     """A whole new position file (slots big enough for ``position``), renamed into place.
 
     Not synced: the caller's next sync makes it durable (with its directory entry).
@@ -178,12 +175,12 @@ def write_position(files: FileLayer, directory: Path, position: SinkPosition) ->
         fd = -1
     if fd >= 0:
         try:
-            if record_slot(files, fd, position):
+            if _record_slot(files, fd, position):
                 files.datasync(fd)
                 return
         finally:
             files.close(fd)
-    create_position(files, directory, position)
+    _create_position(files, directory, position)
     fd = files.open(path)
     try:
         files.datasync(fd)

@@ -132,6 +132,7 @@ class _Log:
     identity: tuple[int, int] | None = None
     end: int = 0  # bytes read (whole frames) so far
     fd: int = -1  # open for appending (this worker wrote to it)
+    unsynced: bool = False  # appended to since the last sync
     compacted: int = 0  # size after the last rewrite
     sessions: set[str] = field(default_factory=set)  # the sessions it holds entries of
 
@@ -264,18 +265,20 @@ class PositionLogs:
             frame = encode_frame(entries)
             write_all(files, fd, frame, end)
             log.end = end + len(frame)
+            log.unsynced = True
             self._apply(entries, log)
             self.frames += 1
         finally:
             files.unlock(fd)
 
     def sync(self) -> int:
-        """Makes the appended frames durable (each written log's ``fdatasync``, and the logs'
-        directory when a log was created); returns how many syncs that took."""
+        """Makes the appended frames durable (``fdatasync`` of each log appended to since the
+        last call, and the directories of new logs); returns how many syncs that took."""
         calls = 0
         for log in list(self._logs.values()):  # the event loop may read a new log meanwhile
-            if log.fd >= 0:
+            if log.unsynced and log.fd >= 0:
                 self.files.datasync(log.fd)
+                log.unsynced = False
                 calls += 1
         for directory in sorted(self.created):
             self._sync_dir(directory)
