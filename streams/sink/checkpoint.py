@@ -4,9 +4,10 @@ One round:
 
 0. ``begin`` takes the sessions written since the last checkpoint and a snapshot of each one's
    position (what is written so far) and of the source offsets handled so far (the caller's);
-1. one ``syncfs(2)`` on the state root's file system: the data of every file written before
-   ``begin`` is durable (with new directories); where ``syncfs`` is missing, each written file
-   is ``fdatasync``-ed and each new directory entry ``fsync``-ed;
+1. every file written before ``begin`` durable, with its new directory entries, the way chosen
+   for the state root (:mod:`streams.sink.durability`): one ``syncfs(2)`` where the file system
+   honours it, else an ``fdatasync`` of each file written (a pool of threads) and an ``fsync``
+   of each directory whose entries changed;
 2. the snapshot positions are appended to the position logs, a frame per output partition
    and slice of sessions (see :mod:`streams.sink.positionlog`): no state directory is touched;
 3. each written log is ``fdatasync``-ed: the positions are durable (a log grown past its bound
@@ -23,12 +24,16 @@ were lost): the worker stops without committing, and the replay writes them agai
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from streams.errors import SinkError
+from streams.sink.durability import SyncMode
 from streams.sink.fdcache import Descriptors
+from streams.sink.fileio import FileLayer, StrPath
 from streams.sink.position import SinkPosition
 from streams.sink.state import SessionState
 
@@ -37,6 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CheckpointResult", "Checkpoints", "Round"]
 
+#: Files synced at once where each is synced (``fdatasync`` waits on the device: the journal
+#: commits of concurrent calls are shared).
+SYNC_THREADS: Final = 16
 #: syncfs errors that mean "not available here", not "the data did not make it".
 _NO_SYNCFS: Final = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
 
@@ -78,7 +86,9 @@ class Checkpoints:
         self.max_lag = 0.0
         self.lag_total = 0.0
         self._root_fd: int | None = None
-        self._syncfs = True
+        #: Threads syncing files at once where each file is synced (1: in the calling thread).
+        self.sync_threads = SYNC_THREADS
+        self._pool: ThreadPoolExecutor | None = None
         self.active = False  # a round is between begin and finish (or abort)
 
     def run(self) -> CheckpointResult:
@@ -220,37 +230,82 @@ class Checkpoints:
         rnd.entries.clear()
 
     def _sync(self, states: Iterable[SessionState]) -> None:
-        """Everything written so far durable (by ``syncfs``, else the states' data files and
-        the new directory entries); a failure stops the worker (no retry)."""
+        """Everything written so far durable, the way chosen for the state root (see
+        :mod:`streams.sink.durability`); a failure stops the worker (no retry)."""
         sink = self.sink
-        self.sync_calls += 1
-        created = sink.sessions_io.created
         try:
-            if self._syncfs:
-                try:
-                    if self._root_fd is None:
-                        self._root_fd = sink.files.open_dir(sink.root)
-                    covered = set(created)
-                    sink.files.syncfs(self._root_fd)
-                    created.difference_update(covered)
-                    return
-                except OSError as exc:
-                    if exc.errno not in _NO_SYNCFS:
-                        raise
-                    self._syncfs = False
-            with sink.lock:  # the states' descriptors: writes wait
-                for state in states:
-                    self.sync_calls += sink.sessions_io.sync(state)
-                for directory in sorted(created):
-                    fd = sink.files.open_dir(directory)
-                    try:
-                        sink.files.fsync(fd)
-                    finally:
-                        sink.files.close(fd)
-                    self.sync_calls += 1
-                created.clear()
+            if sink.durability().mode is SyncMode.SYNCFS and self._syncfs():
+                return
+            self._sync_each(states)
         except OSError as exc:
             raise SinkError(f"cannot make the files under {sink.root} durable: {exc}") from exc
+
+    def _syncfs(self) -> bool:
+        """One ``syncfs`` of the root's file system; False where the platform has none (the
+        sink then syncs each file from now on)."""
+        sink = self.sink
+        created = sink.sessions_io.created
+        try:
+            if self._root_fd is None:
+                self._root_fd = sink.files.open_dir(sink.root)
+            covered = set(created)
+            sink.files.syncfs(self._root_fd)
+        except OSError as exc:
+            if exc.errno not in _NO_SYNCFS:
+                raise
+            sink.syncfs_missing(exc)
+            return False
+        self.sync_calls += 1
+        created.difference_update(covered)
+        return True
+
+    def _sync_each(self, states: Iterable[SessionState]) -> None:
+        """``fdatasync`` of each state's data file changed since its last sync, and ``fsync``
+        of each directory whose entries changed, from a bounded pool of threads. The
+        descriptors are duplicated under the sink's lock, then synced without it: writes,
+        and the descriptor cache closing the originals, go on meanwhile."""
+        sink = self.sink
+        files = sink.files
+        work: list[tuple[SessionState, int, int]] = []  # (state, duplicate, changes covered)
+        with sink.lock:
+            if sink.sync_failure is not None:
+                raise sink.sync_failure  # a descriptor closed earlier failed its sync
+            try:
+                for state in states:
+                    if state.changes != state.synced_changes and state.data_fd >= 0:
+                        work.append((state, files.dup(state.data_fd), state.changes))
+            except BaseException:
+                for _, fd, _ in work:
+                    files.close(fd)
+                raise
+            directories = sorted(sink.sessions_io.created)
+            sink.sessions_io.created.clear()
+        calls: list[Callable[[], None]] = [partial(_datasync_closing, files, fd) for _, fd, _ in work]
+        calls += [partial(_fsync_dir, files, d) for d in directories]
+        try:
+            self._parallel(calls)
+        except BaseException:
+            with sink.lock:
+                sink.sessions_io.created.update(directories)
+            raise
+        self.sync_calls += len(calls)
+        with sink.lock:
+            for state, _, changes in work:
+                state.synced_changes = max(state.synced_changes, changes)
+
+    def _parallel(self, calls: list[Callable[[], None]]) -> None:
+        """Runs every call, in up to ``sync_threads`` threads (each a slice, in order);
+        raises the first failure once all have run."""
+        threads = min(self.sync_threads, len(calls))
+        if threads <= 1:
+            failures = _run_all(calls)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.sync_threads, "escalations-sync")
+            slices = [calls[n::threads] for n in range(threads)]
+            failures = [f for found in self._pool.map(_run_all, slices) for f in found]
+        if failures:
+            raise failures[0]
 
     def summary(self, fds: Descriptors) -> str:
         mean = self.lag_total / self.count if self.count else 0.0
@@ -262,7 +317,36 @@ class Checkpoints:
         )
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._root_fd is not None:
             self.sink.files.close(self._root_fd)
             self._root_fd = None
         self.sink.logs.close()
+
+
+def _run_all(calls: list[Callable[[], None]]) -> list[BaseException]:
+    """Runs every call; returns what they raised (a sync failure does not skip the others)."""
+    failures: list[BaseException] = []
+    for call in calls:
+        try:
+            call()
+        except OSError as exc:
+            failures.append(exc)
+    return failures
+
+
+def _datasync_closing(files: FileLayer, fd: int) -> None:
+    try:
+        files.datasync(fd)
+    finally:
+        files.close(fd)
+
+
+def _fsync_dir(files: FileLayer, directory: StrPath) -> None:
+    fd = files.open_dir(directory)
+    try:
+        files.fsync(fd)
+    finally:
+        files.close(fd)

@@ -4,6 +4,7 @@ the least recently used session's closed first (``ESCALATIONS_MAX_OPEN_FILES``).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Final
 
 from streams.sink.fileio import FileLayer
@@ -29,6 +30,9 @@ class Descriptors:
         self.capacity = capacity
         self._holders: OrderedDict[str, SessionState] = OrderedDict()
         self.pinned: SessionState | None = None
+        #: Called with a state just before its descriptor is closed (the sink syncs it first
+        #: where files are synced one by one).
+        self.before_close: Callable[[SessionState], None] | None = None
         self.open_now = 0
         self.peak = 0  # most descriptors open at once
         self.opened = 0  # descriptors opened so far (misses of the cache)
@@ -60,6 +64,8 @@ class Descriptors:
             return
         fd = state.data_fd
         if fd >= 0:
+            if self.before_close is not None:
+                self.before_close(state)
             state.data_fd = -1
             self.open_now -= 1
             self.files.close(fd)

@@ -55,6 +55,9 @@ class FileLayer(Protocol):
 
     def close(self, fd: int) -> None: ...
 
+    def dup(self, fd: int) -> int:
+        """A second descriptor of the same open file (synced while the first may be closed)."""
+
     def pread(self, fd: int, size: int, offset: int) -> bytes: ...
 
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
@@ -130,6 +133,9 @@ class OsFiles:
 
     def close(self, fd: int) -> None:
         os.close(fd)
+
+    def dup(self, fd: int) -> int:
+        return os.dup(fd)
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         return os.pread(fd, size, offset)

@@ -40,6 +40,7 @@ from typing import Final
 from streams.core.records import SinkLine, session_id_problem
 from streams.errors import SinkCorruptionError, SinkError
 from streams.sink.checkpoint import CheckpointResult, Checkpoints
+from streams.sink.durability import SyncChoice, SyncMode, choose_sync
 from streams.sink.fdcache import Descriptors
 from streams.sink.fileio import OS_FILES, FileLayer, raise_open_file_limit, read_all, write_all
 from streams.sink.position import SinkPosition, write_position
@@ -90,6 +91,7 @@ class FileSink:
         files: FileLayer = OS_FILES,
         clock: Callable[[], float] = time.monotonic,
         log_of: Callable[[str], str] | None = None,
+        sync: SyncMode | str = SyncMode.AUTO,
     ) -> None:
         self.root = root.resolve()
         #: A session's output partition (``topic:partition``): the position log that records
@@ -98,10 +100,18 @@ class FileSink:
         #: False: lines and positions reach the page cache only (benchmarks, throwaway state):
         #: a killed process loses nothing, a power loss or kernel crash can.
         self.fsync = fsync
+        #: How checkpoints make files durable (``ESCALATIONS_SYNC``), decided for the root
+        #: once (:meth:`durability`).
+        self.sync_mode = SyncMode(sync)
+        self._durability: SyncChoice | None = None
+        #: A sync that failed outside a checkpoint (a descriptor synced before it was closed):
+        #: the next checkpoint raises it, so nothing is committed over the lost data.
+        self.sync_failure: OSError | None = None
         self.files = files
         self.clock = clock
         self.max_open_files = max_open_files
         self.fds = Descriptors(files, max_open_files)
+        self.fds.before_close = self._sync_before_close
         self.logs = PositionLogs(files, self.root, fsync=fsync)
         self.sessions_io = SessionFiles(files, self.fds, self.logs)
         self.checkpoints = Checkpoints(self)
@@ -136,6 +146,23 @@ class FileSink:
                 f"ESCALATIONS_STATE_ROOT={str(self.root)!r} is not a writable directory: {exc}"
             ) from exc
         self.fds.capacity = raise_open_file_limit(self.max_open_files)
+        self._durability = None  # decided again for the root as it is now mounted
+        self.durability()
+
+    def durability(self) -> SyncChoice:
+        """How checkpoints make the files under the root durable (decided once, from the
+        root's file system and ``sync``; see :mod:`streams.sink.durability`)."""
+        choice = self._durability
+        if choice is None:
+            choice = self._durability = choose_sync(self.root, self.sync_mode)
+        return choice
+
+    def syncfs_missing(self, exc: OSError) -> None:
+        """``syncfs`` is not available here: sync each file from now on."""
+        log.warning("sink: syncfs is not available (%s): syncing each file instead", exc)
+        self._durability = SyncChoice(
+            SyncMode.FSYNC, self.durability().file_system, f"syncfs failed: {exc}"
+        )
 
     def directory(self, session_id: str) -> Path:
         problem = session_id_problem(session_id)
@@ -423,6 +450,7 @@ class FileSink:
 
     def _appended(self, state: SessionState, fresh: list[SinkLine], size: int) -> None:
         """Bookkeeping once ``fresh`` (``size`` bytes) is written at the state's position."""
+        state.changes += 1
         # Numbered as its record will be: a checkpoint records the position itself.
         state.position = advance(state.position, fresh, size, state.recorded.seq + 1)
         if self.log_of is None:
@@ -504,6 +532,23 @@ class FileSink:
         finally:
             files.close(dir_fd)
         return position
+
+    def _sync_before_close(self, state: SessionState) -> None:
+        """Where each file is synced by itself, a descriptor with unsynced changes is synced
+        before the cache closes it: its writeback error is reported on it, not lost with
+        it. A failure is kept for the next checkpoint to raise."""
+        if state.changes == state.synced_changes or not self.fsync:
+            return
+        if self.durability().mode is not SyncMode.FSYNC:
+            return
+        try:
+            self.files.datasync(state.data_fd)
+        except OSError as exc:
+            if self.sync_failure is None:
+                self.sync_failure = exc
+            log.error("sink: fdatasync of %s failed: %s", state.data_path, exc)
+        else:
+            state.synced_changes = state.changes
 
     def _forget(self, session_id: str) -> None:
         """Drops what is held of a session (its descriptors, its state), not what was seen."""

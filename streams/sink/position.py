@@ -146,10 +146,8 @@ def _record_slot(files: FileLayer, fd: int, position: SinkPosition) -> bool:
 
 
 def _create_position(files: FileLayer, directory: Path, position: SinkPosition) -> None:
-    """A whole new position file (slots big enough for ``position``), renamed into place.
-
-    Not synced: the caller's next sync makes it durable (with its directory entry).
-    """
+    """A whole new position file (slots big enough for ``position``), synced, then renamed
+    into place (the caller syncs the directory)."""
     body = position_slot(position.to_json())
     slot_size = SLOT_BYTES
     while slot_size < len(body):
@@ -161,6 +159,7 @@ def _create_position(files: FileLayer, directory: Path, position: SinkPosition) 
     try:
         files.truncate(fd, 0)
         write_all(files, fd, b"".join(slots), 0)
+        files.datasync(fd)  # before the rename: the name never reaches the disk before the data
     finally:
         files.close(fd)
     files.replace(tmp, directory / POSITION_NAME)
@@ -181,11 +180,6 @@ def write_position(files: FileLayer, directory: Path, position: SinkPosition) ->
         finally:
             files.close(fd)
     _create_position(files, directory, position)
-    fd = files.open(path)
-    try:
-        files.datasync(fd)
-    finally:
-        files.close(fd)
     dir_fd = files.open_dir(directory)
     try:
         files.fsync(dir_fd)

@@ -127,7 +127,9 @@ class SessionFiles:
                 f"{state.data_path} is missing but {written} bytes were recorded as written: "
                 f"it was deleted outside the sink; {_rebuild_hint(state)}"
             )
-        return self.files.open(state.data_path, create=True)
+        fd = self.files.open(state.data_path, create=True)
+        self.created.add(state.dir_path)  # a new entry: synced with the data
+        return fd
 
     def _recreate(self, state: SessionState, known_size: int) -> None:
         """The directory is missing: corrupt when it held lines, else create it (new)."""
@@ -242,7 +244,11 @@ class SessionFiles:
         """The data file (under the lock), created if missing (its identity noted)."""
         if state.data_fd < 0:
             self.fds.reserve()
-            fd = self.files.open(state.data_path, create=True)
+            try:
+                fd = self.files.open(state.data_path)
+            except FileNotFoundError:
+                fd = self.files.open(state.data_path, create=True)
+                self.created.add(state.dir_path)
             if state.identity is None:  # else acquire's stat, under this lock, named it
                 state.identity = self.files.fstat(fd).identity
             state.data_fd = fd
@@ -311,6 +317,7 @@ class SessionFiles:
         cut = state.tail
         if cut:
             self.files.truncate(self._data_fd(state), state.position.size)
+            state.changes += 1
             log.warning(
                 "%s: cut %d bytes past byte %d that the replay did not write again",
                 state.data_path,
@@ -320,11 +327,3 @@ class SessionFiles:
         state.tail = 0
         state.tail_kind = Tail.NONE
         return cut
-
-    def sync(self, state: SessionState) -> int:
-        """``fdatasync`` of the state's data file, where ``syncfs`` is missing; returns how many
-        syncs that took."""
-        if state.identity is None:
-            return 0
-        self.files.datasync(self._data_fd(state))
-        return 1

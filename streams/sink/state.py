@@ -78,6 +78,10 @@ class SessionState:
     #: The output partition (``topic:partition``) of the last line written: the position log
     #: that records the session.
     source: str = ""
+    #: Changes to the data file (writes, cuts) so far, and how many of them an ``fdatasync``
+    #: made durable: equal when nothing waits for a per-file sync (see ``durability``).
+    changes: int = 0
+    synced_changes: int = 0
     #: Open descriptors (-1: closed), owned by the sink's descriptor cache.
     data_fd: int = -1  # locked while the directory is in use
     dir_path: str = field(init=False)

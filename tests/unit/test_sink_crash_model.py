@@ -151,6 +151,9 @@ class ModelFiles:
     def close(self, fd: int) -> None:
         del self.fds[fd]
 
+    def dup(self, fd: int) -> int:
+        return self._fd(self.fds[fd])
+
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         return bytes(self._node(fd).data[offset : offset + size])
 
@@ -353,9 +356,26 @@ def _batches(records: list[SinkLine], size: int) -> Iterator[list[SinkLine]]:
         yield records[start : start + size]
 
 
+def _sink(files: ModelFiles, sync: str, max_open_files: int = 5) -> FileSink:
+    """A sink on the model, syncing files the way ``sync`` says (see SYNCS; one thread: the
+    steps come in one order every time)."""
+    mode, fewer_files = sync.split("-")[0], sync.endswith("-evicting")
+    sink = FileSink(
+        ROOT, files=files, max_open_files=3 if fewer_files else max_open_files, sync=mode
+    )
+    sink.logs.compact_bytes = COMPACT_BYTES
+    sink.checkpoints.sync_threads = 1
+    return sink
+
+
 def _run(
-    files: ModelFiles, committed: list[int], *, max_open_files: int = 5, overlap: bool = False
-) -> None:
+    files: ModelFiles,
+    committed: list[int],
+    *,
+    sync: str = "syncfs",
+    max_open_files: int = 5,
+    overlap: bool = False,
+) -> FileSink:
     """The worker: recovery, batches, a checkpoint and then a commit every two batches.
 
     ``committed[0]`` is the sink group's committed offset (an index into RECORDS), moved only
@@ -363,8 +383,7 @@ def _run(
     the source runs it: the next batch is written between its data sync and its position
     records, and the commit covers only what was handled when it began.
     """
-    sink = FileSink(ROOT, files=files, max_open_files=max_open_files)
-    sink.logs.compact_bytes = COMPACT_BYTES
+    sink = _sink(files, sync, max_open_files)
     sink.recover(lambda session: True)
     checkpoints = sink.checkpoints
     handled = committed[0]
@@ -398,13 +417,13 @@ def _run(
         committed[0] = covered
     sink.checkpoint()
     committed[0] = handled
+    return sink
 
 
-def _recover_and_replay(files: ModelFiles, committed: int) -> FileSink:
+def _recover_and_replay(files: ModelFiles, committed: int, sync: str = "syncfs") -> FileSink:
     """A restart: recovery, the replay from the committed offset (other batch sizes), its end,
     and a checkpoint."""
-    sink = FileSink(ROOT, files=files, max_open_files=5)
-    sink.logs.compact_bytes = COMPACT_BYTES
+    sink = _sink(files, sync)
     sink.recover(lambda session: True)
     for batch in _batches(RECORDS[committed:], REPLAY_BATCH):
         sink.write(batch)
@@ -426,15 +445,18 @@ def _recorded(files: ModelFiles, session: str) -> Any:
     return read_recorded(ROOT, session, files)
 
 
-def _steps(*, overlap: bool = False) -> int:
+def _steps(*, sync: str, overlap: bool = False) -> int:
     files = ModelFiles()
-    _run(files, [0], overlap=overlap)
+    _run(files, [0], sync=sync, overlap=overlap)
     assert files.files() == EXPECTED
     return files.steps
 
 
-STEPS = _steps()
-OVERLAPPED_STEPS = _steps(overlap=True)
+#: How checkpoints make files durable (streams/sink/durability.py): one syncfs, or each file;
+#: and each file with descriptors closed between checkpoints (three for four sessions).
+SYNCS = ["syncfs", "fsync", "fsync-evicting"]
+STEPS = {sync: _steps(sync=sync) for sync in SYNCS}
+OVERLAPPED_STEPS = {sync: _steps(sync=sync, overlap=True) for sync in SYNCS}
 VARIANTS = [
     "killed",
     "killed_mid_write",
@@ -447,7 +469,7 @@ VARIANTS = [
 
 
 def _crash(
-    step: int, *, overlap: bool = False
+    step: int, *, sync: str, overlap: bool = False
 ) -> tuple[ModelFiles, tuple[int, int, bytes] | None, int]:
     """The worker crashed before ``step`` (at STEPS: after its last one); the files, the
     interrupted write (if any) and the committed offset."""
@@ -455,39 +477,51 @@ def _crash(
     committed = [0]
     torn = None
     try:
-        _run(files, committed, overlap=overlap)
+        _run(files, committed, sync=sync, overlap=overlap)
     except Crash as crash:
         torn = crash.torn
     return files, torn, committed[0]
 
 
-def test_the_scenario_covers_creates_writes_checkpoints_and_repeats() -> None:
+@pytest.mark.parametrize("sync", SYNCS)
+def test_the_scenario_covers_creates_writes_checkpoints_and_repeats(sync: str) -> None:
     files = ModelFiles()
-    _run(files, [0])
-    assert STEPS > 50
+    sink = _run(files, [0], sync=sync)
+    assert STEPS[sync] > 50
     assert sorted(EXPECTED) == ["s1", "s2", "s3", "s4"]
     assert sum(d.count(b"\n") for d in EXPECTED.values()) == len(RECORDS) - 3  # three repeats
     # The sink never cuts a data file it writes.
     assert [t for t in files.truncations if t[0].endswith(FILE_NAME)] == []
     # Positions go to the output partitions' logs, which are rewritten during the scenario.
     assert any(w.startswith(f"rename {ROOT}/.positions/") for w in files.history)
+    # Each file synced by itself, or the whole file system at once.
+    assert ("syncfs" in files.history) == (sync == "syncfs")
+    # With three descriptors for four sessions, data files are closed and opened again.
+    assert (sink.fds.opened > len(EXPECTED)) == (sync == "fsync-evicting")
 
 
-FIRST_CASES = [("sequential", step) for step in range(STEPS + 1)] + [
-    ("overlapped", step) for step in range(OVERLAPPED_STEPS + 1)
+FIRST_CASES = [
+    (sync, mode, step)
+    for sync in SYNCS
+    for mode, steps in (("sequential", STEPS[sync]), ("overlapped", OVERLAPPED_STEPS[sync]))
+    for step in range(steps + 1)
 ]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize(("mode", "step"), FIRST_CASES)
-def test_a_crash_at_any_step_recovers_byte_exact(mode: str, step: int, variant: str) -> None:
-    files, torn, committed = _crash(step, overlap=mode == "overlapped")
+@pytest.mark.parametrize(("sync", "mode", "step"), FIRST_CASES)
+def test_a_crash_at_any_step_recovers_byte_exact(
+    sync: str, mode: str, step: int, variant: str
+) -> None:
+    files, torn, committed = _crash(step, sync=sync, overlap=mode == "overlapped")
     if variant == "killed_mid_write" and torn is None:
         variant = "killed"  # no write was in flight at this step: a plain kill
     after = files.crashed(variant, torn)
     sizes = {s: len(d) for s, d in after.files().items()}
-    sink = _recover_and_replay(after, committed)
-    _check_exact(after, sink, f"{mode}: crash before step {step}, {variant}, committed {committed}")
+    sink = _recover_and_replay(after, committed, sync)
+    _check_exact(
+        after, sink, f"{sync}, {mode}: crash before step {step}, {variant}, committed {committed}"
+    )
     if variant.startswith("killed"):
         # After a SIGKILL no data file gets shorter: what was there is written over.
         for path, _before, size in after.truncations:
@@ -500,39 +534,46 @@ def test_a_crash_at_any_step_recovers_byte_exact(mode: str, step: int, variant: 
 SECOND_VARIANTS = ["killed", "power", "power_zero_tail"]
 
 
-def _recovery_steps(step: int) -> int:
-    files, _, committed = _crash(step)
+def _recovery_steps(step: int, sync: str) -> int:
+    files, _, committed = _crash(step, sync=sync)
     probe = files.crashed("power_cut_short", None)
-    _recover_and_replay(probe, committed)
+    _recover_and_replay(probe, committed, sync)
     return probe.steps
 
 
 SECOND_CASES = [
-    (step, second) for step in range(0, STEPS + 1, 3) for second in range(_recovery_steps(step) + 1)
+    (sync, step, second)
+    for sync in SYNCS
+    for step in range(0, STEPS[sync] + 1, 3)
+    for second in range(_recovery_steps(step, sync) + 1)
 ]
 
 
 @pytest.mark.parametrize("variant", SECOND_VARIANTS)
-@pytest.mark.parametrize(("step", "second"), SECOND_CASES)
-def test_a_crash_during_recovery_recovers_byte_exact(step: int, second: int, variant: str) -> None:
-    files, _, committed = _crash(step)
+@pytest.mark.parametrize(("sync", "step", "second"), SECOND_CASES)
+def test_a_crash_during_recovery_recovers_byte_exact(
+    sync: str, step: int, second: int, variant: str
+) -> None:
+    files, _, committed = _crash(step, sync=sync)
     after = files.crashed("power_cut_short", None)
     after.crash_at = second
     torn = None
     try:
-        _recover_and_replay(after, committed)
+        _recover_and_replay(after, committed, sync)
     except Crash as crash:
         torn = crash.torn
     again = after.crashed(variant, torn)
-    sink = _recover_and_replay(again, committed)
-    _check_exact(again, sink, f"first crash before step {step}, second before {second}, {variant}")
+    sink = _recover_and_replay(again, committed, sync)
+    _check_exact(
+        again, sink, f"{sync}: first crash before step {step}, second before {second}, {variant}"
+    )
 
 
 def test_the_model_covers_hundreds_of_crash_points() -> None:
-    first = (STEPS + 1) * len(VARIANTS)
+    first = len(FIRST_CASES) * len(VARIANTS)
     second = len(SECOND_CASES) * len(SECOND_VARIANTS)
     print(
-        f"crash model: {STEPS + 1} crash points x {len(VARIANTS)} variants = {first}; "
+        f"crash model: {len(FIRST_CASES)} crash points x {len(VARIANTS)} variants = {first}; "
         f"then {len(SECOND_CASES)} x {len(SECOND_VARIANTS)} = {second} crashes in recovery"
     )
-    assert first > 300 and second > 300
+    assert first > 1000 and second > 600
