@@ -26,8 +26,8 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from streams.errors import SinkError
@@ -280,7 +280,9 @@ class Checkpoints:
                 raise
             directories = sorted(sink.sessions_io.created)
             sink.sessions_io.created.clear()
-        calls: list[Callable[[], None]] = [partial(_datasync_closing, files, fd) for _, fd, _ in work]
+        calls: list[Callable[[], None]] = [
+            partial(_datasync_closing, files, fd) for _, fd, _ in work
+        ]
         calls += [partial(_fsync_dir, files, d) for d in directories]
         try:
             self._parallel(calls)

@@ -359,7 +359,7 @@ def _batches(records: list[SinkLine], size: int) -> Iterator[list[SinkLine]]:
 def _sink(files: ModelFiles, sync: str, max_open_files: int = 5) -> FileSink:
     """A sink on the model, syncing files the way ``sync`` says (see SYNCS; one thread: the
     steps come in one order every time)."""
-    mode, fewer_files = sync.split("-")[0], sync.endswith("-evicting")
+    mode, fewer_files = sync.split("-", maxsplit=1)[0], sync.endswith("-evicting")
     sink = FileSink(
         ROOT, files=files, max_open_files=3 if fewer_files else max_open_files, sync=mode
     )
