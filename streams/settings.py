@@ -82,6 +82,9 @@ class Settings:
     fetch_wait_ms: int = 50
     #: False skips the sink's fsyncs: safe against process crashes, not against power loss.
     fsync: bool = True
+    #: How checkpoints make files durable: "auto" (syncfs only where the state root's file
+    #: system honours it), "syncfs" or "fsync" (each written file).
+    sync: str = "auto"
     #: How often the sink makes written lines durable, records positions and commits.
     checkpoint_interval_ms: int = 1000
     #: Descriptors of state-directory files the sink keeps open at most (an LRU).
@@ -155,6 +158,18 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={raw!r} must be true or false (e.g. {name}=false)")
+
+
+#: ESCALATIONS_SYNC's values, the first the default (see streams/sink/durability.py).
+SYNC_CHOICES = ("auto", "syncfs", "fsync")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], example: str) -> str:
+    raw = env.get(name, "")
+    value = raw.strip().lower() or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name}={raw!r} must be one of {', '.join(choices)} (e.g. {example})")
+    return value
 
 
 def _bootstrap(env: Mapping[str, str]) -> str | None:
@@ -294,6 +309,7 @@ def _load(env: Mapping[str, str]) -> Settings:
             env, "ESCALATIONS_FETCH_WAIT_MS", 50, 1, 10_000, "ESCALATIONS_FETCH_WAIT_MS=50"
         ),
         fsync=_bool(env, "ESCALATIONS_FSYNC", True),
+        sync=_choice(env, "ESCALATIONS_SYNC", SYNC_CHOICES, "ESCALATIONS_SYNC=fsync"),
         checkpoint_interval_ms=_int(
             env,
             "ESCALATIONS_CHECKPOINT_INTERVAL_MS",

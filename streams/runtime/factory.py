@@ -81,6 +81,7 @@ class Runtime:
         self.sink = sink or FileSink(
             settings.state_root,
             fsync=settings.fsync,
+            sync=settings.sync,
             max_open_files=settings.max_open_files,
             log_of=lambda session: (
                 f"{settings.output_topic}:{partition_for(session.encode(), settings.partitions)}"
@@ -107,6 +108,16 @@ class Runtime:
             self.sink.check_root()
         except EscalationsError as exc:
             self.fatal(exc)
+        if self.sink.fsync:
+            log.info(
+                "sink: checkpoints make files under %s durable by %s",
+                self.sink.root,
+                self.sink.durability().describe(),
+            )
+        else:
+            log.warning(
+                "sink: ESCALATIONS_FSYNC=false: files are never synced (no power-loss safety)"
+            )
         data_dir = self.settings.faust_data_dir
         try:
             data_dir.parent.mkdir(parents=True, exist_ok=True)

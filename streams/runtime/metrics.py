@@ -73,6 +73,15 @@ class _Live:
         )
         corrupt.add_metric([], len(self.sink.corrupt_sessions()))
         yield corrupt
+        sync = GaugeMetricFamily(
+            "escalations_sink_sync_info",
+            "How checkpoints make files durable (ESCALATIONS_SYNC as decided for the state "
+            "root: syncfs, fsync, or off) and the root's file system.",
+            labels=["mode", "file_system"],
+        )
+        choice = self.sink.durability()
+        sync.add_metric([choice.mode.value if self.sink.fsync else "off", choice.file_system], 1)
+        yield sync
         sources = self.sources()
         lag = GaugeMetricFamily(
             "escalations_consumer_lag",

@@ -1,48 +1,35 @@
-"""System tools some tests need (stunnel4, nginx, promtool), installed where the tests run as root.
+"""System tools some tests need (stunnel4, nginx, promtool, FUSE): found, or the test is skipped.
 
-CI runs as root: a missing tool is installed with apt-get. Elsewhere a test that needs a missing
-tool is skipped with a reason naming the Debian package, except with ``CI=true``, where a missing
-tool fails the run instead of skipping it.
+Tests never install anything: CI installs every system package the suite needs once, up front
+(``.ci/system-packages``, run by ``.ci/run`` as root). Elsewhere a test that needs a missing tool
+is skipped with a reason naming the Debian package; with ``CI=true`` a missing tool fails the
+run instead.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import threading
 
 import pytest
 
-__all__ = ["require_tool"]
+__all__ = ["missing", "require_tool"]
 
-_lock = threading.Lock()
-_updated: list[bool] = []  # apt-get update ran (once per test session)
-
-
-def _apt_install(package: str) -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if not _updated:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300)
-        _updated.append(True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", package],
-        env=env,
-        capture_output=True,
-        timeout=600,
-    )
+_SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def require_tool(binary: str, package: str) -> str:
-    """The path of ``binary``; installs ``package`` as root, else skips (fails with CI=true)."""
-    with _lock:
-        found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin")
-        if found is None and hasattr(os, "geteuid") and os.geteuid() == 0:
-            _apt_install(package)
-            found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin")
-    if found is not None:
-        return found
-    reason = f"needs {binary!r} from the Debian package {package!r} (apt-get install {package})"
+def missing(reason: str) -> None:
+    """Skips the test for a missing system piece (fails it with CI=true)."""
+    reason = f"{reason} (CI installs it with .ci/system-packages)"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def require_tool(binary: str, package: str) -> str:
+    """The path of ``binary``; skips the test naming ``package`` (fails with CI=true)."""
+    found = shutil.which(binary) or shutil.which(binary, path=_SYSTEM_PATH)
+    if found is None:
+        missing(f"needs {binary!r} from the Debian package {package!r} (apt-get install {package})")
+    assert found is not None
+    return found
