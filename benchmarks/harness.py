@@ -1,7 +1,8 @@
 """The speed benchmark: the job against a plain aiokafka loop, on the embedded broker.
 
 ``python -m benchmarks`` (``--events N``, default 200000; ``--quick`` for a ~20k smoke run;
-``--sessions 64,1000,10000`` for one row per session count):
+``--sessions 64,1000,10000`` for one row per session count; ``--sync syncfs|fsync`` for the way
+the workers' checkpoints sync, see ``streams/sink/durability.py``):
 
 1. starts the embedded broker (Tansu, 127.0.0.1, memory storage);
 2. for each session count: creates fresh topics (4 partitions), preloads N bus events of the
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import shutil
 import sys
@@ -56,6 +58,7 @@ from benchmarks.processes import BenchError, say
 from benchmarks.report import CountRun, Results, report
 from streams import settings as settings_module
 from streams.ops.broker import EmbeddedBroker
+from streams.sink.durability import SYNC_MODES
 
 __all__ = ["main", "parse_args"]
 
@@ -105,6 +108,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.0,
         metavar="SECONDS",
         help="py-spy the worker of the last count for up to SECONDS (perturbs the figures)",
+    )
+    parser.add_argument(
+        "--sync",
+        choices=SYNC_MODES,
+        default=None,
+        help="ESCALATIONS_SYNC for the workers (default: the environment's, else auto)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
@@ -182,6 +191,8 @@ def _sweep_one(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.sync is not None:
+        os.environ["ESCALATIONS_SYNC"] = args.sync  # job_env passes the environment on
     raw_args = sys.argv[1:] if argv is None else argv
     command = shlex.join([sys.executable, "-m", "benchmarks", *raw_args])
     tag = uuid.uuid4().hex[:8]

@@ -4,8 +4,10 @@
 count, a fresh state root under a temporary directory; one line per session first (every
 directory and file created, timed as "new"), then N lines spread at random over the sessions,
 written in batches of ``--batch`` (default 300) with a checkpoint every ``--checkpoint-every``
-batches (default 10), as the worker does (timed as "live"). Prints, per count, the wall and CPU
-time per line, the checkpoints' share, the descriptors opened and the peak kept open.
+batches (default 10), as the worker does (timed as "live"). Prints, per count and per way of
+syncing (``--sync syncfs,fsync``: one ``syncfs`` per checkpoint, or an ``fdatasync`` of each
+written file; see ``streams/sink/durability.py``), the wall and CPU time per line, the
+checkpoints' share, the sync calls per second, the descriptors opened and the peak kept open.
 ``--profile`` prints the top of a cProfile of the live phase of the last count.
 """
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streams.core.records import SinkLine
+from streams.sink.durability import SYNC_MODES
 from streams.sink.files import DEFAULT_MAX_OPEN_FILES, FileSink
 
 __all__ = ["Figures", "main", "run"]
@@ -39,6 +42,7 @@ class Figures:
     wall_us_per_line: float
     cpu_us_per_line: float
     checkpoint_share: float  # of the live phase's wall time
+    syncs_per_s: float  # sync system calls of the live phase, per second
     opened: int
     peak_open: int
 
@@ -83,17 +87,19 @@ def run(
     every: int = 10,
     max_open_files: int = DEFAULT_MAX_OPEN_FILES,
     fsync: bool = True,
+    sync: str = "auto",
     profile: cProfile.Profile | None = None,
 ) -> Figures:
     tmp = Path(tempfile.mkdtemp(prefix="escalations-sink-bench-"))
     try:
-        sink = FileSink(tmp / "state", fsync=fsync, max_open_files=max_open_files)
+        sink = FileSink(tmp / "state", fsync=fsync, max_open_files=max_open_files, sync=sync)
         sink.check_root()
         names = [f"session-{i:03d}" for i in range(sessions)]
         first = [SinkLine(name, LINE, "bus-events:0", i, i) for i, name in enumerate(names)]
         new_s, _ = _drain(sink, first, batch, every)
         live = _lines(names, lines, sessions, seed=sessions)
         cpu = _cpu()
+        syncs = sink.checkpoints.sync_calls
         if profile is not None:
             profile.enable()
         wall, in_checkpoints = _drain(sink, live, batch, every)
@@ -106,6 +112,7 @@ def run(
             1e6 * wall / lines,
             1e6 * cpu / lines,
             in_checkpoints / wall,
+            (sink.checkpoints.sync_calls - syncs) / wall,
             sink.fds.opened,
             sink.fds.peak,
         )
@@ -119,6 +126,14 @@ def _counts(text: str) -> list[int]:
     return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
 
 
+def _modes(text: str) -> list[str]:
+    modes = [part.strip() for part in text.split(",") if part.strip()]
+    wrong = [m for m in modes if m not in SYNC_MODES]
+    if wrong or not modes:
+        raise argparse.ArgumentTypeError(f"{text!r}: ways of syncing among {', '.join(SYNC_MODES)}")
+    return modes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.sink",
@@ -130,17 +145,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int, default=10, help="batches")
     parser.add_argument("--max-open-files", type=int, default=DEFAULT_MAX_OPEN_FILES)
     parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument(
+        "--sync",
+        type=_modes,
+        default=["syncfs", "fsync"],
+        help="ways of syncing, e.g. syncfs,fsync",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the last live phase")
     args = parser.parse_args(argv)
     header = (
-        f"{'sessions':>9}  {'new µs/session':>14}  {'live µs/line':>12}  {'CPU µs/line':>11}  "
-        f"{'checkpoints':>11}  {'opened':>8}  {'peak open':>9}"
+        f"{'sync':>6}  {'sessions':>9}  {'new µs/session':>14}  {'live µs/line':>12}  {'CPU µs/line':>11}  "
+        f"{'checkpoints':>11}  {'syncs/s':>8}  {'opened':>8}  {'peak open':>9}"
     )
     print(header)
     print("-" * len(header))
     profile = None
-    for index, sessions in enumerate(args.sessions):
-        if args.profile and index == len(args.sessions) - 1:
+    runs = [(mode, sessions) for sessions in args.sessions for mode in args.sync]
+    for index, (mode, sessions) in enumerate(runs):
+        if args.profile and index == len(runs) - 1:
             profile = cProfile.Profile()
         f = run(
             sessions,
@@ -149,11 +171,13 @@ def main(argv: list[str] | None = None) -> int:
             every=args.checkpoint_every,
             max_open_files=args.max_open_files,
             fsync=not args.no_fsync,
+            sync=mode,
             profile=profile,
         )
         print(
-            f"{f.sessions:>9,}  {f.new_us_per_session:>14.0f}  {f.wall_us_per_line:>12.1f}  "
-            f"{f.cpu_us_per_line:>11.1f}  {100 * f.checkpoint_share:>10.0f}%  {f.opened:>8,}  "
+            f"{mode:>6}  {f.sessions:>9,}  {f.new_us_per_session:>14.0f}  {f.wall_us_per_line:>12.1f}  "
+            f"{f.cpu_us_per_line:>11.1f}  {100 * f.checkpoint_share:>10.0f}%  {f.syncs_per_s:>8,.0f}  "
+            f"{f.opened:>8,}  "
             f"{f.peak_open:>9,}"
         )
     if profile is not None:

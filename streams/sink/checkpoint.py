@@ -24,6 +24,7 @@ were lost): the worker stops without committing, and the replay writes them agai
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from streams.sink.files import FileSink
 
 __all__ = ["CheckpointResult", "Checkpoints", "Round"]
+
+log = logging.getLogger(__name__)
 
 #: Files synced at once where each is synced (``fdatasync`` waits on the device: the journal
 #: commits of concurrent calls are shared).
@@ -294,6 +297,22 @@ class Checkpoints:
         with sink.lock:
             for state, _, changes in work:
                 state.synced_changes = max(state.synced_changes, changes)
+
+    def sync_closing(self, states: list[SessionState]) -> None:
+        """``fdatasync`` of descriptors the cache is about to close (under the sink's lock);
+        a failure is kept in ``sink.sync_failure`` for the next checkpoint to raise."""
+        sink = self.sink
+        files = sink.files
+        try:
+            self._parallel([partial(files.datasync, s.data_fd) for s in states])
+        except OSError as exc:
+            log.error("sink: fdatasync of a file before closing it failed: %s", exc)
+            if sink.sync_failure is None:
+                sink.sync_failure = exc
+            return
+        self.sync_calls += len(states)
+        for state in states:
+            state.synced_changes = state.changes
 
     def _parallel(self, calls: list[Callable[[], None]]) -> None:
         """Runs every call, in up to ``sync_threads`` threads (each a slice, in order);

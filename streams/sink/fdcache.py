@@ -30,9 +30,12 @@ class Descriptors:
         self.capacity = capacity
         self._holders: OrderedDict[str, SessionState] = OrderedDict()
         self.pinned: SessionState | None = None
-        #: Called with a state just before its descriptor is closed (the sink syncs it first
-        #: where files are synced one by one).
-        self.before_close: Callable[[SessionState], None] | None = None
+        #: Called with the states whose descriptors are about to be closed (the sink syncs
+        #: them first where files are synced one by one).
+        self.before_close: Callable[[list[SessionState]], None] | None = None
+        #: How many descriptors a full cache closes at once (more than one where each close
+        #: costs a sync: they are synced together).
+        self.evict_batch = 1
         self.open_now = 0
         self.peak = 0  # most descriptors open at once
         self.opened = 0  # descriptors opened so far (misses of the cache)
@@ -48,7 +51,7 @@ class Descriptors:
     def reserve(self) -> None:
         """Room for one more descriptor (call before opening it)."""
         if self.open_now >= self.capacity:
-            self._make_room(self.capacity - 1)
+            self._make_room(self.capacity - min(self.evict_batch, self.capacity - 1))
 
     def opened_one(self, state: SessionState) -> None:
         """``state`` has just opened one more descriptor (call after storing it)."""
@@ -60,30 +63,28 @@ class Descriptors:
 
     def close_state(self, state: SessionState) -> None:
         """Closes every descriptor ``state`` holds."""
-        if self._holders.pop(state.name, None) is None and not _holds(state):
-            return
-        fd = state.data_fd
-        if fd >= 0:
-            if self.before_close is not None:
-                self.before_close(state)
-            state.data_fd = -1
-            self.open_now -= 1
-            self.files.close(fd)
+        self._close([state])
 
     def clear(self) -> None:
-        for state in list(self._holders.values()):
-            self.close_state(state)
+        self._close(list(self._holders.values()))
         self.pinned = None
 
     def _make_room(self, target: int) -> None:
-        while self.open_now > target:
-            for state in self._holders.values():  # oldest first
-                if state is not self.pinned:
-                    break
-            else:
-                return  # only the pinned session holds any: go over rather than unlock it
-            self.close_state(state)
+        victims: list[SessionState] = []
+        for state in self._holders.values():  # oldest first
+            if self.open_now - len(victims) <= target:
+                break
+            if state is not self.pinned:
+                victims.append(state)
+        # Too few when only the pinned session is left: go over rather than unlock it.
+        self._close(victims)
 
-
-def _holds(state: SessionState) -> bool:
-    return state.data_fd >= 0
+    def _close(self, states: list[SessionState]) -> None:
+        states = [s for s in states if s.data_fd >= 0]
+        if states and self.before_close is not None:
+            self.before_close(states)
+        for state in states:
+            self._holders.pop(state.name, None)
+            fd, state.data_fd = state.data_fd, -1
+            self.open_now -= 1
+            self.files.close(fd)

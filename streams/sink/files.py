@@ -155,6 +155,9 @@ class FileSink:
         choice = self._durability
         if choice is None:
             choice = self._durability = choose_sync(self.root, self.sync_mode)
+            # Where a close costs a sync, a full cache closes an eighth of it at once.
+            fsync = choice.mode is SyncMode.FSYNC
+            self.fds.evict_batch = max(1, self.fds.capacity // 8) if fsync else 1
         return choice
 
     def syncfs_missing(self, exc: OSError) -> None:
@@ -163,6 +166,7 @@ class FileSink:
         self._durability = SyncChoice(
             SyncMode.FSYNC, self.durability().file_system, f"syncfs failed: {exc}"
         )
+        self.fds.evict_batch = max(1, self.fds.capacity // 8)
 
     def directory(self, session_id: str) -> Path:
         problem = session_id_problem(session_id)
@@ -533,22 +537,15 @@ class FileSink:
             files.close(dir_fd)
         return position
 
-    def _sync_before_close(self, state: SessionState) -> None:
-        """Where each file is synced by itself, a descriptor with unsynced changes is synced
-        before the cache closes it: its writeback error is reported on it, not lost with
-        it. A failure is kept for the next checkpoint to raise."""
-        if state.changes == state.synced_changes or not self.fsync:
+    def _sync_before_close(self, states: list[SessionState]) -> None:
+        """Where each file is synced by itself, descriptors with unsynced changes are synced
+        (together) before the cache closes them: a writeback error is reported on them, not
+        lost with them. A failure is kept for the next checkpoint to raise."""
+        if not self.fsync or self.durability().mode is not SyncMode.FSYNC:
             return
-        if self.durability().mode is not SyncMode.FSYNC:
-            return
-        try:
-            self.files.datasync(state.data_fd)
-        except OSError as exc:
-            if self.sync_failure is None:
-                self.sync_failure = exc
-            log.error("sink: fdatasync of %s failed: %s", state.data_path, exc)
-        else:
-            state.synced_changes = state.changes
+        unsynced = [s for s in states if s.changes != s.synced_changes]
+        if unsynced:
+            self.checkpoints.sync_closing(unsynced)
 
     def _forget(self, session_id: str) -> None:
         """Drops what is held of a session (its descriptors, its state), not what was seen."""
