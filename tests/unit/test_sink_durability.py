@@ -197,7 +197,7 @@ def test_a_sync_failed_before_a_close_fails_the_next_checkpoint(tmp_path: Path) 
     spy.fail_datasync = True
     sink.write([*(line for n in range(6) for line in lines(f"s{n}", 0))])  # closes some
     spy.fail_datasync = False
-    with pytest.raises(SinkError, match="durable.*Input/output error") as info:
+    with pytest.raises(SinkError, match=r"durable.*Input/output error") as info:
         sink.checkpoint()
     assert not isinstance(info.value, OSError)  # never retried: the worker stops uncommitted
     assert all(read_recorded(root, f"s{n}") is None for n in range(6))
