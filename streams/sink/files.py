@@ -41,7 +41,7 @@ from streams.core.records import SinkLine, session_id_problem
 from streams.errors import SinkCorruptionError, SinkError
 from streams.sink.checkpoint import CheckpointResult, Checkpoints
 from streams.sink.durability import SyncChoice, SyncMode, choose_sync
-from streams.sink.fdcache import Descriptors
+from streams.sink.fdcache import MIN_CAPACITY, Descriptors
 from streams.sink.fileio import OS_FILES, FileLayer, raise_open_file_limit, read_all, write_all
 from streams.sink.position import SinkPosition, write_position
 from streams.sink.positionlog import PositionLogs, new_epoch
@@ -145,9 +145,17 @@ class FileSink:
             raise SinkError(
                 f"ESCALATIONS_STATE_ROOT={str(self.root)!r} is not a writable directory: {exc}"
             ) from exc
-        self.fds.capacity = raise_open_file_limit(self.max_open_files)
         self._durability = None  # decided again for the root as it is now mounted
-        self.durability()
+        # Where each file is synced, a checkpoint duplicates the descriptors it syncs: the
+        # open-file limit must hold twice the cache.
+        per_file = 2 if self.durability().mode is SyncMode.FSYNC else 1
+        self._fit_cache(raise_open_file_limit(per_file * self.max_open_files) // per_file)
+
+    def _fit_cache(self, capacity: int) -> None:
+        self.fds.capacity = max(MIN_CAPACITY, capacity)
+        # Where a close costs a sync, a full cache closes an eighth of itself at once.
+        fsync = self.durability().mode is SyncMode.FSYNC
+        self.fds.evict_batch = max(1, self.fds.capacity // 8) if fsync else 1
 
     def durability(self) -> SyncChoice:
         """How checkpoints make the files under the root durable (decided once, from the
@@ -155,9 +163,7 @@ class FileSink:
         choice = self._durability
         if choice is None:
             choice = self._durability = choose_sync(self.root, self.sync_mode)
-            # Where a close costs a sync, a full cache closes an eighth of it at once.
-            fsync = choice.mode is SyncMode.FSYNC
-            self.fds.evict_batch = max(1, self.fds.capacity // 8) if fsync else 1
+            self._fit_cache(self.fds.capacity)
         return choice
 
     def syncfs_missing(self, exc: OSError) -> None:
@@ -166,7 +172,7 @@ class FileSink:
         self._durability = SyncChoice(
             SyncMode.FSYNC, self.durability().file_system, f"syncfs failed: {exc}"
         )
-        self.fds.evict_batch = max(1, self.fds.capacity // 8)
+        self._fit_cache(self.fds.capacity)
 
     def directory(self, session_id: str) -> Path:
         problem = session_id_problem(session_id)

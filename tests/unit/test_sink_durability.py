@@ -5,6 +5,7 @@ closed unsynced) on real files, with a spy recording the system calls."""
 from __future__ import annotations
 
 import errno
+import resource
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,13 @@ def test_a_new_position_file_is_synced_before_it_is_renamed_into_place(tmp_path:
     renamed = spy.calls.index(("rename", f"{tmp} -> {directory / POSITION_NAME}"))
     assert ("fdatasync", tmp) in spy.calls[:renamed]
     assert ("fsync", str(directory)) in spy.calls[renamed:]
+
+
+def test_per_file_syncing_fits_twice_the_cache_in_the_open_file_limit(tmp_path: Path) -> None:
+    # Each synced descriptor is duplicated during a checkpoint; evictions come an eighth at a time.
+    sink = FileSink(tmp_path / "state", sync="fsync", max_open_files=64)
+    sink.check_root()
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert soft == resource.RLIM_INFINITY or soft >= 2 * 64
+    assert (sink.fds.capacity, sink.fds.evict_batch) == (64, 8)
+    assert FileSink(tmp_path / "other", sync="syncfs", max_open_files=64).fds.evict_batch == 1
