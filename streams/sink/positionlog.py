@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Final
 
 from streams.core.records import POSITIONS_DIR_NAME
+from streams.errors import SinkError
 from streams.sink.fileio import OS_FILES, FileLayer, write_all
 from streams.sink.position import POSITION_NAME, SinkPosition, read_position
 
 __all__ = [
     "COMPACT_BYTES",
     "LOG_DIR",
+    "FrameError",
     "PositionLogs",
     "log_name",
     "merge",
@@ -51,6 +53,8 @@ LOG_SUFFIX: Final = ".log"
 COMPACT_BYTES: Final = 16 * 1024 * 1024
 _FRAME_HEAD: Final = struct.Struct(">4sII")
 _FRAME_MAGIC: Final = b"ESL1"
+#: Enough bytes for a log's first frame (its identity).
+_HEADER_READ: Final = 128
 
 
 def log_name(source: str) -> str:
@@ -94,42 +98,101 @@ def encode_frame(entries: Iterable[tuple[str, SinkPosition]]) -> bytes:
     return _FRAME_HEAD.pack(_FRAME_MAGIC, len(body), zlib.crc32(body)) + body
 
 
+class FrameError(ValueError):
+    """A frame that is not a torn tail (which is cut): intact by its checksum but unreadable by
+    this version (a newer format during a rolling upgrade), or damaged with intact frames after
+    it. Nothing may be cut there: the worker stops, naming the log and the offset."""
+
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(f"a frame at byte {offset} {reason}")
+        self.offset, self.reason = offset, reason
+
+
+def _body_at(raw: bytes | memoryview, at: int) -> bytes | None:
+    """The body of the frame at ``at`` if its head and checksum hold, else None."""
+    if len(raw) - at < _FRAME_HEAD.size:
+        return None
+    magic, length, crc = _FRAME_HEAD.unpack_from(raw, at)
+    body = bytes(raw[at + _FRAME_HEAD.size : at + _FRAME_HEAD.size + length])
+    # An empty body (a head zero-filled past its magic: CRC-32 of nothing is 0) is never
+    # written: torn too.
+    if magic != _FRAME_MAGIC or not length or len(body) != length or zlib.crc32(body) != crc:
+        return None
+    return body
+
+
+def _intact_frame_after(raw: bytes | memoryview, at: int) -> bool:
+    data = bytes(raw)
+    found = data.find(_FRAME_MAGIC, at + 1)
+    while found >= 0:
+        if _body_at(data, found) is not None:
+            return True
+        found = data.find(_FRAME_MAGIC, found + 1)
+    return False
+
+
+def _entries(body: bytes) -> list[tuple[str, SinkPosition]]:
+    items = json.loads(body.decode("utf-8", "surrogatepass"))
+    return [
+        (
+            str(name),
+            SinkPosition(
+                int(size),
+                int(count),
+                {str(k): int(v) for k, v in offsets.items()},
+                None if last_ts is None else int(last_ts),
+                int(seq),
+                epoch=int(epoch),
+            ),
+        )
+        for name, epoch, size, count, last_ts, seq, offsets in items
+    ]
+
+
 def parse_frames(raw: bytes | memoryview) -> tuple[list[tuple[str, SinkPosition]], int]:
-    """The entries of the whole intact frames at the start of ``raw``, and where they end."""
+    """The entries of the whole intact frames at the start of ``raw``, and where they end (a
+    torn tail ends them). Raises ``FrameError`` for a frame that is not a torn tail."""
     entries: list[tuple[str, SinkPosition]] = []
     at = 0
-    head = _FRAME_HEAD.size
-    while len(raw) - at >= head:
-        magic, length, crc = _FRAME_HEAD.unpack_from(raw, at)
-        body = bytes(raw[at + head : at + head + length])
-        if magic != _FRAME_MAGIC or len(body) != length or zlib.crc32(body) != crc:
-            break
+    while len(raw) - at >= _FRAME_HEAD.size:
+        body = _body_at(raw, at)
+        if body is None:
+            if _intact_frame_after(raw, at):
+                raise FrameError(at, "is damaged, and intact frames follow it")
+            break  # a torn tail: never synced, nothing committed on it
         try:
-            items = json.loads(body.decode("utf-8", "surrogatepass"))
-            for name, epoch, size, count, last_ts, seq, offsets in items:
-                entries.append(
-                    (
-                        str(name),
-                        SinkPosition(
-                            int(size),
-                            int(count),
-                            {str(k): int(v) for k, v in offsets.items()},
-                            None if last_ts is None else int(last_ts),
-                            int(seq),
-                            epoch=int(epoch),
-                        ),
-                    )
-                )
-        except (ValueError, TypeError, AttributeError):
-            break  # a checksummed frame we cannot read: as if torn
-        at += head + length
+            entries.extend(_entries(body))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise FrameError(at, f"is intact but unreadable by this version ({exc})") from exc
+        at += _FRAME_HEAD.size + len(body)
     return entries, at
+
+
+def _header(log_id: int) -> bytes:
+    """A log's first frame: its identity (a random number, new for each file), as an entry of
+    the session "" (never a session id; earlier versions read it as one and ignore it)."""
+    return encode_frame([("", SinkPosition(epoch=log_id))])
+
+
+def _log_id(files: FileLayer, fd: int) -> int | None:
+    """The identity in the log's first frame; None for a log of an earlier version."""
+    raw = files.pread(fd, _HEADER_READ, 0)
+    body = _body_at(raw, 0)
+    if body is None:
+        return None
+    try:
+        first = _entries(body)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return first[0][1].epoch if len(first) == 1 and first[0][0] == "" else None
 
 
 @dataclass(slots=True)
 class _Log:
     path: Path
-    identity: tuple[int, int] | None = None
+    #: Which file was read: its (st_dev, st_ino) and the identity in its first frame (inode
+    #: numbers are reused at once: a rewrite's file may get the number of the one it replaced).
+    identity: tuple[tuple[int, int], int | None] | None = None
     end: int = 0  # bytes read (whole frames) so far
     fd: int = -1  # open for appending (this worker wrote to it)
     unsynced: bool = False  # appended to since the last sync
@@ -213,13 +276,21 @@ class PositionLogs:
         assert fd is not None
         try:
             st = files.fstat(fd)
-            if st.identity != log.identity:  # new, or rewritten: read it whole
-                log.identity, log.end = st.identity, 0
+            identity = (st.identity, _log_id(files, fd))
+            if identity != log.identity:  # new, or rewritten: read it whole
+                log.identity, log.end = identity, 0
                 log.compacted = st.size
                 log.sessions.clear()
             if st.size > log.end:
                 raw = files.pread(fd, st.size - log.end, log.end)
-                entries, good = parse_frames(raw)
+                try:
+                    entries, good = parse_frames(raw)
+                except FrameError as exc:
+                    raise SinkError(
+                        f"{log.path}: the frame at byte {log.end + exc.offset} {exc.reason}: "
+                        "stopping rather than cutting it (a newer version's log during an "
+                        "upgrade: finish the upgrade; a damaged log: restore it from a backup)"
+                    ) from exc
                 self._apply(entries, log)
                 log.end += good
         finally:
@@ -234,6 +305,8 @@ class PositionLogs:
         fold = self._fold
         held = log.sessions
         for name, position in entries:
+            if not name:
+                continue  # the log's identity (its first frame)
             held.add(name)
             old = fold.get(name)
             if old is None:
@@ -250,19 +323,19 @@ class PositionLogs:
         :meth:`sync`); first reads what another writer appended, and cuts a torn frame."""
         files = self.files
         log = self._log(log_name(source))
-        fd = self._open(log)
-        files.lock(fd)
+        fd = self._lock_current(log)
         try:
-            st = files.stat(log.path)
-            if st is None or st.identity != files.fstat(fd).identity:
-                files.close(fd)  # rewritten by another writer: append to the new file
-                log.fd = -1
-                fd = self._open(log)
-                files.lock(fd)
             end = self._catch_up(log, fd)
-            if files.fstat(fd).size > end:
-                files.truncate(fd, end)  # a torn frame: never synced, nothing committed on it
+            size = files.fstat(fd).size
+            if end > size:  # never: a frame past the end would leave a hole no reader crosses
+                raise SinkError(f"{log.path} is {size} bytes, shorter than read ({end})")
+            if size > end:
+                files.truncate(fd, end)  # a torn tail: never synced, nothing committed on it
             frame = encode_frame(entries)
+            if end == 0:  # a new log: its identity first
+                log_id = new_epoch()
+                frame = _header(log_id) + frame
+                log.identity = (files.fstat(fd).identity, log_id)
             write_all(files, fd, frame, end)
             log.end = end + len(frame)
             log.unsynced = True
@@ -299,12 +372,12 @@ class PositionLogs:
         temporary name, renamed over the log under its lock, the directory synced."""
         files = self.files
         log = self._logs[name]
-        fd = self._open(log)
-        files.lock(fd)
+        fd = self._lock_current(log)  # never a rewrite of a file another writer replaced
+        log_id = new_epoch()
         try:
             self._catch_up(log, fd)
             fold = self._fold
-            frame = encode_frame((s, fold[s]) for s in sorted(log.sessions))
+            frame = _header(log_id) + encode_frame((s, fold[s]) for s in sorted(log.sessions))
             tmp = self.dir / (name + ".tmp")
             tmp_fd = files.open(tmp, create=True)
             try:
@@ -322,9 +395,25 @@ class PositionLogs:
         files.close(fd)
         log.fd = -1
         st = files.stat(log.path)
-        log.identity = None if st is None else st.identity
+        log.identity = None if st is None else (st.identity, log_id)
         log.end = log.compacted = len(frame)
         self.compactions += 1
+
+    def _lock_current(self, log: _Log) -> int:
+        """The log's descriptor, locked, naming the file now at its path (a descriptor of a
+        file another writer replaced is closed and the new file opened). An open file's inode
+        number is not reused while it is open, so the comparison holds."""
+        files = self.files
+        for _ in range(8):
+            fd = self._open(log)
+            files.lock(fd)
+            st = files.stat(log.path)
+            if st is not None and st.identity == files.fstat(fd).identity:
+                return fd
+            files.unlock(fd)
+            files.close(fd)  # rewritten by another writer: the new file
+            log.fd = -1
+        raise SinkError(f"{log.path} keeps being replaced while this worker appends to it")
 
     def _open(self, log: _Log) -> int:
         if log.fd < 0:
