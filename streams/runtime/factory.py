@@ -27,7 +27,7 @@ from streams.contracts.decoder import Decoder
 from streams.contracts.registry import SchemaIds, open_ids
 from streams.contracts.schemas import ENTRY, SchemaStore
 from streams.core.deadletter import Headers
-from streams.errors import ConfigError, EscalationsError
+from streams.errors import ConfigError, EscalationsError, SinkError
 from streams.runtime import web
 from streams.runtime.faustapp import EXIT_FATAL, Fatal, exit_now, faust_app
 from streams.runtime.handoff import Handoff
@@ -251,6 +251,8 @@ class Runtime:
             checked = await asyncio.to_thread(self.sink.recover, owns)
         except EscalationsError as exc:
             self.fatal(exc)
+        except OSError as exc:  # EACCES, EIO: never a worker consuming without its sink
+            self.fatal(SinkError(f"cannot recover the state under {self.sink.root}: {exc}"))
         log.info("sink: recovered %d state directories of partitions %s", checked, sorted(owned))
 
     async def report_positions(self) -> None:

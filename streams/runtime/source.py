@@ -51,6 +51,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.source.revoke_timeout_s,
             )
         self.source.forget(revoked)
+        self.source.rebalances += 1  # a batch still running commits nothing it handled
         log.info("rebalance: revoked %s", _tps(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -115,6 +116,7 @@ class BatchSource(Service):
         self.on_idle = on_idle
         self.catching_up = False
         self.uncommitted: dict[TopicPartition, int] = {}  # handled, not yet checkpointed
+        self.rebalances = 0  # revokes so far
         self.checkpointed_at = time.monotonic()
         self._inflight: asyncio.Task[None] | None = None  # the checkpoint running, if any
         self._busy = asyncio.Lock()
@@ -231,8 +233,15 @@ class BatchSource(Service):
                     return  # stopping: the fetched batch is consumed again by the next owner
                 self._check_inflight()
                 self.batch_started = time.monotonic()
+                rebalances = self.rebalances
                 await self.handle(batch)
                 offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+                if self.rebalances != rebalances:
+                    # Its partitions were revoked while it ran (the revoke's wait timed out):
+                    # its offsets are the next owner's to commit, even for partitions that came
+                    # back to this worker (their state was recovered since).
+                    log.warning("rebalance during a batch: its offsets are not committed")
+                    offsets = {}
                 if self.checkpoint is None:
                     await self._commit(consumer, offsets)
                 else:

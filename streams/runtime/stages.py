@@ -210,11 +210,13 @@ class SinkStage:
 
     async def _write(self, lines: list[SinkLine]) -> int:
         """Writes inline (see ``_inline``); returns how many lines were appended."""
-        try:
-            return self.sink.write(lines, wait=False).appended
-        except LockBusy as busy:
-            result = await asyncio.to_thread(self.sink.write, lines)
-            return busy.appended + result.appended
+        appended = 0
+        while True:
+            try:
+                return appended + self.sink.write(lines, wait=False).appended
+            except LockBusy as busy:
+                appended += busy.appended  # written again: skipped by their offsets
+                await asyncio.to_thread(self.sink.wait_unlocked, busy)
 
     async def checkpoint(self) -> None:
         """Everything written durable, positions recorded; raises when that failed (then the
@@ -253,18 +255,19 @@ class SinkStage:
         if len(self.sink.fds):
             self.sink.release_idle()
 
-    @staticmethod
-    async def _inline(work: Callable[..., T], *args: Any) -> T:
+    async def _inline(self, work: Callable[..., T], *args: Any) -> T:
         """Short file operations run on the event loop: from a thread, each of their many
         system calls would wait for the GIL the loop holds (measured: the sink's opens and
         writes took several times longer). A directory lock held by another process (a
-        rebuild, a stuck writer) must not block the loop (health checks run there): then the
-        operation is done again in a thread, where waiting is harmless (what was written
-        is skipped by its offsets)."""
-        try:
-            return work(*args, wait=False)
-        except LockBusy:
-            return await asyncio.to_thread(work, *args)
+        rebuild, a stuck writer) must not block the loop (health checks run there), nor
+        may a thread wait for it holding the sink's lock (the loop's checkpoint phases take
+        it): a thread waits for the lock holding nothing, then the operation is done again
+        on the loop (what was written is skipped by its offsets)."""
+        while True:
+            try:
+                return work(*args, wait=False)
+            except LockBusy as busy:
+                await asyncio.to_thread(self.sink.wait_unlocked, busy)
 
     async def _retry(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """Runs ``attempt``; transient I/O errors are retried with backoff."""

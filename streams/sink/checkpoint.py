@@ -63,6 +63,7 @@ class Round:
     started: float
     oldest: float | None  # when the oldest of their lines was written
     unsynced_bytes: int  # bytes written before ``begin``
+    assignment: int  # the sink's assignment when it began
     #: Per output partition (``topic:partition``), the positions phase 2 appends to its log.
     entries: dict[str, list[tuple[str, SinkPosition]]] = field(default_factory=dict)
     positions: dict[str, SinkPosition] = field(default_factory=dict)
@@ -124,7 +125,9 @@ class Checkpoints:
             self.active = True
             oldest = min((s.dirty_since for s in states if s.dirty_since is not None), default=None)
             snapshots = {s.name: (s.position, s.generation) for s in states}
-            return Round(states, snapshots, sink.clock(), oldest, sink.unsynced_bytes)
+            return Round(
+                states, snapshots, sink.clock(), oldest, sink.unsynced_bytes, sink.assignment
+            )
 
     def sync(self, rnd: Round, *, data: bool) -> None:
         """Phase 1 (``data``: one ``syncfs``; writes may go on meanwhile, what they add is past
@@ -143,6 +146,8 @@ class Checkpoints:
         left (call again: the event loop runs between the calls). No directory lock is taken;
         a log's lock is held by other writers only for an append."""
         with self.sink.lock:
+            if rnd.assignment != self.sink.assignment:
+                return False  # outlived a revoke: records nothing (finish raises)
             self._record(rnd, limit)
             self._append(rnd)
         return rnd.recorded_up_to < len(rnd.states)
@@ -159,6 +164,11 @@ class Checkpoints:
         sink = self.sink
         with sink.lock:
             self.active = False
+            if rnd.assignment != sink.assignment:
+                raise SinkError(
+                    "a checkpoint begun before the last rebalance outlived the revoke: "
+                    "stopping without committing (the next owner replays what it covered)"
+                )
             for state in rnd.states:
                 position = rnd.positions.get(state.name)
                 if position is not None:

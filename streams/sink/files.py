@@ -123,6 +123,9 @@ class FileSink:
         self.dirty: set[str] = set()  # sessions written since the last checkpoint
         self._tails: set[str] = set()  # recovered tails the replay has not explained yet
         self.unsynced_bytes = 0
+        #: Counts the assignments (recoveries): a checkpoint that began under an earlier one
+        #: outlived a revoke and must not finish (its offsets are not ours to commit).
+        self.assignment = 0
         self.checkpoint_bytes = CHECKPOINT_BYTES
         self.last_write = clock()
         #: Guards the views for the moments they change or are copied.
@@ -280,8 +283,8 @@ class FileSink:
         Called on partition assignment (in a thread: it does file I/O). Bytes past a recorded
         position are kept for the replay to compare with (see :meth:`caught_up`).
         """
-        checked = 0
         with self.lock:
+            self.assignment += 1  # a checkpoint begun before now must not finish
             self.fds.clear()
             self.states.clear()
             self.dirty.clear()
@@ -291,21 +294,34 @@ class FileSink:
                 self._corrupt.clear()
             self.logs.refresh()  # what every worker recorded, up to now
             known = {name for name, position in self._known.items() if position.size}
-            for name in sorted(set(self.sessions()) | known):
-                if not owns(name):
-                    continue
-                checked += 1
-                try:
-                    state = self._state(name)
-                    self.locked(state, lambda s: None)
-                except SinkCorruptionError as exc:
-                    self.skip(name, exc)
-                    continue
-                if state.tail and state.tail_kind is Tail.FOREIGN:
-                    state.tail_kind = Tail.RECOVERED
-                if state.tail_kind is Tail.RECOVERED:
-                    self._tails.add(name)
-        return checked
+            names = [n for n in sorted(set(self.sessions()) | known) if owns(n)]
+            busy = self._reload(names)
+        while busy:  # locked by another process: waited for holding no lock of ours
+            for path in busy.values():
+                self.sessions_io.wait_unlocked(path)
+            with self.lock:
+                busy = self._reload(sorted(busy))
+        return len(names)
+
+    def _reload(self, names: list[str]) -> dict[str, str]:
+        """Loads each session's directory (under the sink's lock); returns those another
+        process holds locked, and the file to wait on."""
+        busy: dict[str, str] = {}
+        for name in names:
+            try:
+                state = self._state(name)
+                self.locked(state, lambda s: None, wait=False)
+            except LockBusy as exc:
+                busy[name] = exc.path
+                continue
+            except SinkCorruptionError as exc:
+                self.skip(name, exc)
+                continue
+            if state.tail and state.tail_kind is Tail.FOREIGN:
+                state.tail_kind = Tail.RECOVERED
+            if state.tail_kind is Tail.RECOVERED:
+                self._tails.add(name)
+        return busy
 
     def caught_up(self, *, wait: bool = True) -> int:
         """The replay has reached the end of the assigned partitions: cut the recovered tails it
@@ -373,6 +389,10 @@ class FileSink:
             self.fds.clear()
             self.checkpoints.close()
         return closed
+
+    def wait_unlocked(self, busy: LockBusy) -> None:
+        """Waits until the lock ``busy`` met is free, holding none of the sink's (a thread)."""
+        self.sessions_io.wait_unlocked(busy.path)
 
     def close(self) -> None:
         """Closes every cached descriptor (tests; the worker's exit closes them anyway)."""
@@ -443,7 +463,7 @@ class FileSink:
         files = self.files
         fd = state.data_fd
         if not files.lock(fd, blocking=wait):
-            raise LockBusy(state.dir_path)
+            raise LockBusy(state.data_path)
         try:
             st = files.stat(state.data_path)
             at = state.position.size

@@ -35,9 +35,14 @@ RELOADS: Final = 4
 
 class LockBusy(Exception):
     """A directory lock is held by another process and the caller asked not to wait for it
-    (the event loop must not block: the operation is redone where waiting is harmless)."""
+    (the event loop must not block): wait with :meth:`SessionFiles.wait_unlocked`, holding
+    no lock of the sink, then do the operation again."""
 
     appended = 0  # lines a write appended before it met the lock
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path  # the data file whose lock is held
 
 
 class _Replaced(Exception):
@@ -87,7 +92,7 @@ class SessionFiles:
             self.fds.pinned = state
             if not files.lock(state.data_fd, blocking=wait):
                 self.fds.pinned = None
-                raise LockBusy(state.dir_path)
+                raise LockBusy(state.data_path)
             try:
                 if state.loaded:
                     self._check(state, known_size)
@@ -103,6 +108,19 @@ class SessionFiles:
                 raise
             return
         raise SinkError(f"{state.directory} keeps being replaced while the sink opens it")
+
+    def wait_unlocked(self, path: str) -> None:
+        """Waits (blocking, on a descriptor of its own) until nobody holds ``path``'s lock.
+        Call it holding no lock of the sink: another process may hold this one for long."""
+        try:
+            fd = self.files.open(path, readonly=True)
+        except FileNotFoundError:
+            return
+        try:
+            self.files.lock(fd, exclusive=False)
+            self.files.unlock(fd)
+        finally:
+            self.files.close(fd)
 
     def release(self, state: SessionState) -> None:
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from aiokafka import TopicPartition
 
 from streams.errors import SinkError
 from streams.runtime.factory import Runtime, build
@@ -192,3 +193,14 @@ def test_corrupt_sessions_are_a_copy_the_web_view_can_iterate(runtime: Runtime) 
     assert view == {}
     view["x"] = "changed by the reader"
     assert sink.corrupt_sessions() == {}
+
+
+async def test_an_io_error_during_recovery_stops_the_worker(tmp_path: Path) -> None:
+    # EACCES or EIO while reloading the sessions of a new assignment: the worker must not go
+    # on consuming without its sink (it would answer /readyz 503 forever).
+    root = tmp_path / "state"
+    rt = build(_settings(root), fatal=_fatal)
+    (root / "s1").mkdir(parents=True)
+    (root / "s1" / "pending_escalations.jsonl").mkdir()  # a directory where the file should be
+    with pytest.raises(Stopped, match="cannot recover the state under"):
+        await rt.on_sink_assigned({TopicPartition(rt.settings.output_topic, p) for p in range(4)})

@@ -9,8 +9,13 @@ shown first on the code before its fix (the scripts in ../shared/repro/ made int
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import json
+import os
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -18,12 +23,16 @@ import pytest
 
 from streams.core.records import SinkLine
 from streams.errors import SinkError
+from streams.runtime.stages import SinkStage
+from streams.runtime.stats import Stats
 from streams.sink.fileio import FileStat, OsFiles, StrPath
 from streams.sink.files import FILE_NAME, FileSink
 from streams.sink.position import SinkPosition
 from streams.sink.positionlog import LOG_DIR, encode_frame, parse_frames, read_recorded
 
 P0 = "escalations:0"
+#: How long another process holds a session's lock in the event-loop test (issue 18: 10 s).
+HOLD_S = 10.0
 
 
 def line(session: str, offset: int, source: str = "bus-events:0") -> SinkLine:
@@ -181,3 +190,75 @@ def test_only_a_torn_tail_is_cut(tmp_path: Path, bad: bytes) -> None:
     assert log.stat().st_size == size  # nothing cut
     with pytest.raises(SinkError, match="stopping rather than cutting it"):
         read_recorded(root, "c")
+
+
+def test_a_checkpoint_that_outlived_a_revoke_never_commits(tmp_path: Path) -> None:
+    # The revoke's wait for the checkpoint timed out; the partitions came back and were
+    # recovered; the old round then finishes. Had it returned, the source would commit what it
+    # covered, with no position recording those lines.
+    root = tmp_path / "state"
+    sink = FileSink(root, log_of=lambda s: P0)
+    sink.recover(lambda s: True)
+    sink.write([line("a", o) for o in range(5)])
+    sink.checkpoint()
+    committed = 5
+    sink.write([line("a", o) for o in range(5, 10)])
+    checkpoints = sink.checkpoints
+    rnd = checkpoints.begin()
+    assert rnd is not None
+    checkpoints.sync(rnd, data=True)
+    sink.recover(lambda s: True)  # the revoke gave up waiting; assigned again
+    checkpoints.record(rnd)
+    checkpoints.sync(rnd, data=False)
+    with pytest.raises(SinkError, match="outlived the revoke: stopping without committing"):
+        checkpoints.finish(rnd)
+    # (had finish returned, the source would have committed 10 here)
+    # The worker stopped; the next owner replays from what was committed.
+    after = FileSink(root, log_of=lambda s: P0)
+    after.recover(lambda s: True)
+    after.write([line("a", o) for o in range(committed, 11)])
+    after.caught_up()
+    after.checkpoint()
+    assert offsets_in(root, "a") == list(range(11))
+
+
+async def test_a_lock_held_by_another_process_never_stalls_the_event_loop(tmp_path: Path) -> None:
+    # `sink rebuild` (here: another open file description) holds a session's lock while a
+    # batch and a checkpoint run: the loop keeps ticking; the write lands once it is free.
+    root = tmp_path / "state"
+    sink = FileSink(root, log_of=lambda s: P0)
+    sink.recover(lambda s: True)
+    sink.write([line("a", 0), line("b", 0)])
+    stage = SinkStage(decoder=None, sink=sink, dead_letter=None, stats=Stats.empty())  # type: ignore[arg-type]
+    held = HOLD_S
+    fd = os.open(root / "b" / FILE_NAME, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    timer = threading.Timer(held, lambda: fcntl.flock(fd, fcntl.LOCK_UN))
+    timer.start()
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while time.monotonic() < started + held + 0.5:
+            await asyncio.sleep(0.02)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    started = time.monotonic()
+    try:
+        ticks = asyncio.create_task(ticker())
+        await asyncio.sleep(0.05)
+        write = asyncio.create_task(stage._write([line("b", 1), line("a", 1)]))
+        await asyncio.sleep(0.05)
+        await stage.checkpoint()  # as the source's checkpoint task does, meanwhile
+        assert await write == 2
+        await ticks
+    finally:
+        timer.cancel()
+        os.close(fd)
+    assert time.monotonic() - started >= held
+    print(f"lock held {held:.0f} s: longest event-loop stall {1000 * max(gaps):.1f} ms")
+    assert max(gaps) < 0.1, f"longest event-loop stall {max(gaps):.3f} s"
+    assert offsets_in(root, "b") == [0, 1]
+    assert offsets_in(root, "a") == [0, 1]
