@@ -248,7 +248,9 @@ class Runtime:
             return partition_for(session_id.encode(), partitions) in owned
 
         try:
-            checked = await asyncio.to_thread(self.sink.recover, owns)
+            topic = self.settings.output_topic
+            mine = [f"{topic}:{p}" for p in owned]
+            checked = await asyncio.to_thread(self.sink.recover, owns, mine)
         except EscalationsError as exc:
             self.fatal(exc)
         except OSError as exc:  # EACCES, EIO: never a worker consuming without its sink

@@ -14,6 +14,7 @@ import ctypes.util
 import errno
 import fcntl
 import logging
+import mmap
 import os
 import resource
 from collections.abc import Callable
@@ -96,6 +97,10 @@ class FileLayer(Protocol):
 
     def lock(self, fd: int, *, exclusive: bool = True, blocking: bool = True) -> bool:
         """``flock``; False when ``blocking`` is False and another holder has it."""
+
+    def map_shared(self, path: StrPath, size: int) -> bytearray | memoryview:
+        """``size`` bytes of ``path`` (created, grown to ``size``), mapped shared: what one
+        process writes there every other reads at once, without a system call."""
 
     def unlock(self, fd: int) -> None: ...
 
@@ -200,6 +205,15 @@ class OsFiles:
 
     def unlock(self, fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def map_shared(self, path: StrPath, size: int) -> bytearray | memoryview:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o644)
+        try:
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            return memoryview(mmap.mmap(fd, size, mmap.MAP_SHARED))
+        finally:
+            os.close(fd)  # the mapping keeps the file
 
 
 def _is_dir(mode: int) -> bool:

@@ -42,6 +42,7 @@ from streams.errors import SinkCorruptionError, SinkError
 from streams.sink.checkpoint import CheckpointResult, Checkpoints
 from streams.sink.durability import SyncChoice, SyncMode, choose_sync
 from streams.sink.fdcache import MIN_CAPACITY, Descriptors
+from streams.sink.fence import Fence
 from streams.sink.fileio import OS_FILES, FileLayer, raise_open_file_limit, read_all, write_all
 from streams.sink.position import SinkPosition, write_position
 from streams.sink.positionlog import PositionLogs, new_epoch
@@ -113,7 +114,10 @@ class FileSink:
         self.fds = Descriptors(files, max_open_files)
         self.fds.before_close = self._sync_before_close
         self.logs = PositionLogs(files, self.root, fsync=fsync)
-        self.sessions_io = SessionFiles(files, self.fds, self.logs)
+        #: The owner tokens of the output partitions assigned last (see ``fence``).
+        self.fence = Fence(files, self.root)
+        self.logs.fence = self.fence.check
+        self.sessions_io = SessionFiles(files, self.fds, self.logs, self._fence)
         self.checkpoints = Checkpoints(self)
         self.states: dict[str, SessionState] = {}
         #: Per session, the most this worker saw in the file (views; a file that later holds
@@ -276,7 +280,7 @@ class FileSink:
         :class:`streams.sink.checkpoint.Checkpoints`); the caller commits after it."""
         return self.checkpoints.run()
 
-    def recover(self, owns: Callable[[str], bool]) -> int:
+    def recover(self, owns: Callable[[str], bool], partitions: Iterable[str] | None = None) -> int:
         """Forget what is known of the files (after a rebalance another worker may have written),
         then reload every state directory we own; returns how many were checked.
 
@@ -285,6 +289,8 @@ class FileSink:
         """
         with self.lock:
             self.assignment += 1  # a checkpoint begun before now must not finish
+            if partitions is not None:
+                self.fence.claim(partitions)  # before any of their sessions is read
             self.fds.clear()
             self.states.clear()
             self.dirty.clear()
@@ -465,6 +471,7 @@ class FileSink:
         if not files.lock(fd, blocking=wait):
             raise LockBusy(state.data_path)
         try:
+            self.fence.check(state.source)
             st = files.stat(state.data_path)
             at = state.position.size
             if st is None or st.identity != state.identity or st.size != at:
@@ -562,6 +569,9 @@ class FileSink:
         finally:
             files.close(dir_fd)
         return position
+
+    def _fence(self, state: SessionState) -> None:
+        self.fence.check(state.source)
 
     def _sync_before_close(self, states: list[SessionState]) -> None:
         """Where each file is synced by itself, descriptors with unsynced changes are synced

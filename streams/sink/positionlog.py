@@ -24,7 +24,7 @@ import json
 import secrets
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -197,6 +197,7 @@ class _Log:
     fd: int = -1  # open for appending (this worker wrote to it)
     unsynced: bool = False  # appended to since the last sync
     compacted: int = 0  # size after the last rewrite
+    source: str = ""  # its output partition (``topic:partition``), once this worker wrote it
     sessions: set[str] = field(default_factory=set)  # the sessions it holds entries of
 
 
@@ -216,6 +217,9 @@ class PositionLogs:
         #: :meth:`sync`.
         self.created: set[Path] = set()
         self.compact_bytes = COMPACT_BYTES
+        #: Raises when the log's partition was assigned to another worker (checked with the
+        #: log's lock held: see :mod:`streams.sink.fence`).
+        self.fence: Callable[[str], None] = lambda source: None
         self.frames = 0  # frames appended
         self.compactions = 0
 
@@ -323,8 +327,10 @@ class PositionLogs:
         :meth:`sync`); first reads what another writer appended, and cuts a torn frame."""
         files = self.files
         log = self._log(log_name(source))
+        log.source = source
         fd = self._lock_current(log)
         try:
+            self.fence(source)
             end = self._catch_up(log, fd)
             size = files.fstat(fd).size
             if end > size:  # never: a frame past the end would leave a hole no reader crosses
@@ -375,6 +381,7 @@ class PositionLogs:
         fd = self._lock_current(log)  # never a rewrite of a file another writer replaced
         log_id = new_epoch()
         try:
+            self.fence(log.source)
             self._catch_up(log, fd)
             fold = self._fold
             frame = _header(log_id) + encode_frame((s, fold[s]) for s in sorted(log.sessions))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Final
 
 from streams.errors import SinkCorruptionError, SinkError
@@ -58,10 +59,19 @@ def _rebuild_hint(state: SessionState) -> str:
 class SessionFiles:
     """Opens, locks, reads and writes state directories through a file layer."""
 
-    def __init__(self, files: FileLayer, fds: Descriptors, logs: PositionLogs) -> None:
+    def __init__(
+        self,
+        files: FileLayer,
+        fds: Descriptors,
+        logs: PositionLogs,
+        fence: Callable[[SessionState], None] = lambda state: None,
+    ) -> None:
         self.files = files
         self.fds = fds
         self.logs = logs
+        #: Raises when the session's partition was assigned to another worker (checked with
+        #: the directory's lock held: see :mod:`streams.sink.fence`).
+        self.fence = fence
         #: Directories whose entries changed since the last checkpoint (what a per-file sync
         #: must cover where ``syncfs`` is missing).
         self.created: set[str] = set()
@@ -94,6 +104,7 @@ class SessionFiles:
                 self.fds.pinned = None
                 raise LockBusy(state.data_path)
             try:
+                self.fence(state)
                 if state.loaded:
                     self._check(state, known_size)
                 else:

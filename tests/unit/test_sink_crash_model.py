@@ -248,6 +248,16 @@ class ModelFiles:
     def unlock(self, fd: int) -> None:
         return None
 
+    def map_shared(self, path: StrPath, size: int) -> bytearray:
+        """The file's bytes themselves (what every process sees at once); not a crash step."""
+        key = os.fspath(path)
+        if key not in self.names:
+            self.names[key] = self._new().number
+        data = self.inodes[self.names[key]].data
+        if len(data) < size:
+            data.extend(bytes(size - len(data)))
+        return data
+
     # -- crashes --------------------------------------------------------------------------------
 
     def crashed(self, variant: str, torn: tuple[int, int, bytes] | None) -> ModelFiles:

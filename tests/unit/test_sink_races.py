@@ -25,6 +25,7 @@ from streams.core.records import SinkLine
 from streams.errors import SinkError
 from streams.runtime.stages import SinkStage
 from streams.runtime.stats import Stats
+from streams.sink.fence import FencedError
 from streams.sink.fileio import FileStat, OsFiles, StrPath
 from streams.sink.files import FILE_NAME, FileSink
 from streams.sink.position import SinkPosition
@@ -262,3 +263,35 @@ async def test_a_lock_held_by_another_process_never_stalls_the_event_loop(tmp_pa
     assert max(gaps) < 0.1, f"longest event-loop stall {max(gaps):.3f} s"
     assert offsets_in(root, "b") == [0, 1]
     assert offsets_in(root, "a") == [0, 1]
+
+
+def test_a_worker_that_lost_its_partition_never_writes_it_again(tmp_path: Path) -> None:
+    # A zombie: paused until the group gave its partition to another worker, then resumed
+    # with its states and a batch in hand (here: two sinks of one process on one root).
+    root = tmp_path / "state"
+    log = root / LOG_DIR / "escalations-0.log"
+    zombie = FileSink(root, log_of=lambda s: P0)
+    zombie.recover(lambda s: True, [P0])
+    zombie.write([line("a", 0)])
+    zombie.checkpoint()
+    zombie.write([line("a", 1)])  # written, not checkpointed: the next owner replays it
+
+    owner = FileSink(root, log_of=lambda s: P0)
+    owner.recover(lambda s: True, [P0])
+    data, logged = (root / "a" / FILE_NAME).read_bytes(), log.read_bytes()
+
+    with pytest.raises(FencedError, match="escalations:0 was assigned to another worker"):
+        zombie.write([line("a", 2)])
+    with pytest.raises(FencedError):
+        zombie.checkpoint()  # its position of a1 is not appended to the new owner's log
+    assert (root / "a" / FILE_NAME).read_bytes() == data
+    assert log.read_bytes() == logged
+
+    owner.write([line("a", o) for o in range(1, 3)])
+    owner.caught_up()
+    owner.checkpoint()
+    assert offsets_in(root, "a") == [0, 1, 2]
+    # A partition assigned back is written again.
+    zombie.recover(lambda s: True, [P0])
+    zombie.write([line("a", 3)])
+    assert offsets_in(root, "a") == [0, 1, 2, 3]
