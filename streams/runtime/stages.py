@@ -176,6 +176,7 @@ class SinkStage:
         lines: list[SinkLine] = []
         pending: list[Awaitable[Any]] = []
         handoff = self.handoff
+        assignment = self.sink.assignment  # a rebalance meanwhile: nothing of it is written
         for r in records:
             if handoff is not None:
                 line = handoff.take(r.value)
@@ -203,17 +204,18 @@ class SinkStage:
             except RecordError as exc:
                 pending.append(await _dead_letter(self.dead_letter, self.stats, r, exc))
         if lines:
-            appended = await self._retry("write", lambda: self._write(lines))
+            appended = await self._retry("write", lambda: self._write(lines, assignment))
             self.stats.lines_written += appended
             self.stats.repeats_skipped += len(lines) - appended
         await asyncio.gather(*pending)
 
-    async def _write(self, lines: list[SinkLine]) -> int:
+    async def _write(self, lines: list[SinkLine], assignment: int | None = None) -> int:
         """Writes inline (see ``_inline``); returns how many lines were appended."""
         appended = 0
         while True:
             try:
-                return appended + self.sink.write(lines, wait=False).appended
+                written = self.sink.write(lines, wait=False, assignment=assignment)
+                return appended + written.appended
             except LockBusy as busy:
                 appended += busy.appended  # written again: skipped by their offsets
                 await asyncio.to_thread(self.sink.wait_unlocked, busy)

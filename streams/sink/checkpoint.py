@@ -280,6 +280,7 @@ class Checkpoints:
         sink = self.sink
         files = sink.files
         work: list[tuple[SessionState, int, int]] = []  # (state, duplicate, changes covered)
+        unsure: list[SessionState] = []  # directories this worker never synced
         with sink.lock:
             if sink.sync_failure is not None:
                 raise sink.sync_failure  # a descriptor closed earlier failed its sync
@@ -287,12 +288,20 @@ class Checkpoints:
                 for state in states:
                     if state.changes != state.synced_changes and state.data_fd >= 0:
                         work.append((state, files.dup(state.data_fd), state.changes))
+                    if not state.entries_synced:
+                        unsure.append(state)
             except BaseException:
                 for _, fd, _ in work:
                     files.close(fd)
                 raise
-            directories = sorted(sink.sessions_io.created)
-            sink.sessions_io.created.clear()
+            # Entries another process made (a worker killed before its checkpoint) may never
+            # have been synced: each directory once, with the root that holds it.
+            created = sink.sessions_io.created
+            created.update(s.dir_path for s in unsure)
+            if unsure:
+                created.add(str(sink.root))
+            directories = sorted(created)
+            created.clear()
         calls: list[Callable[[], None]] = [
             partial(_datasync_closing, files, fd) for _, fd, _ in work
         ]
@@ -307,6 +316,8 @@ class Checkpoints:
         with sink.lock:
             for state, _, changes in work:
                 state.synced_changes = max(state.synced_changes, changes)
+            for state in unsure:
+                state.entries_synced = True
 
     def sync_closing(self, states: list[SessionState]) -> None:
         """``fdatasync`` of descriptors the cache is about to close (under the sink's lock);

@@ -143,7 +143,14 @@ class FileSink:
         """Fail fast, with a clear error, when the state root cannot be written; fit the
         descriptor cache to the process's open-file limit."""
         try:
+            made = not self.root.exists()
             self.root.mkdir(parents=True, exist_ok=True)
+            if made and self.fsync:  # the root's own entry, before anything is committed in it
+                fd = self.files.open_dir(self.root.parent)
+                try:
+                    self.files.fsync(fd)
+                finally:
+                    self.files.close(fd)
             # Nameless where the OS allows (O_TMPFILE): it cannot collide with a session.
             with tempfile.TemporaryFile(dir=self.root) as probe:
                 probe.write(b"probe")
@@ -239,13 +246,18 @@ class FileSink:
 
     # -- the work -------------------------------------------------------------------------------
 
-    def write(self, lines: Iterable[SinkLine], *, wait: bool = True) -> WriteResult:
+    def write(
+        self, lines: Iterable[SinkLine], *, wait: bool = True, assignment: int | None = None
+    ) -> WriteResult:
         """Appends each session's new lines (one ``pwrite`` per state directory, not synced).
 
         Lines at or below a session's recorded source offsets are skipped. A corrupt session is
         skipped and reported; an I/O error in one session does not stop the others, and is
         raised once they are written (the batch is then retried: what was written is skipped).
         With ``wait`` False a directory locked by another process raises ``LockBusy`` at once.
+        ``assignment``: the sink's assignment when the batch began; a batch that ran across a
+        rebalance (its revoke gave up waiting for it) writes nothing and raises ``SinkError``:
+        its lines are older than what the recovery since reloaded.
         """
         by_session: dict[str, list[SinkLine]] = {}
         for item in lines:
@@ -255,6 +267,11 @@ class FileSink:
         failures: list[OSError] = []
         appended = 0
         with self.lock:
+            if assignment is not None and assignment != self.assignment:
+                raise SinkError(
+                    "a batch begun before the last rebalance outlived the revoke: stopping "
+                    "without writing it (the owner replays it from the committed offsets)"
+                )
             for session_id, items in by_session.items():
                 try:
                     added = self._append(session_id, items, wait)
@@ -300,7 +317,14 @@ class FileSink:
                 self._corrupt.clear()
             self.logs.refresh()  # what every worker recorded, up to now
             known = {name for name, position in self._known.items() if position.size}
-            names = [n for n in sorted(set(self.sessions()) | known) if owns(n)]
+            present = set(self.sessions())
+            names = [n for n in sorted(present | known) if owns(n)]
+            with self._views:
+                # What this worker wrote to a file is no measure of it now: another owner may
+                # have cut what was never recorded since. The recorded positions are. (A
+                # directory gone as a whole stays known: it is reported, not started over.)
+                for name in present.intersection(names):
+                    self._known.pop(name, None)
             busy = self._reload(names)
         while busy:  # locked by another process: waited for holding no lock of ours
             for path in busy.values():

@@ -82,6 +82,9 @@ class SessionState:
     #: made durable: equal when nothing waits for a per-file sync (see ``durability``).
     changes: int = 0
     synced_changes: int = 0
+    #: Whether this worker made the directory's entries durable (its own, and its file's):
+    #: a directory another process made may never have been synced (see ``durability``).
+    entries_synced: bool = False
     #: Open descriptors (-1: closed), owned by the sink's descriptor cache.
     data_fd: int = -1  # locked while the directory is in use
     dir_path: str = field(init=False)
