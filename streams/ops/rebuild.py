@@ -18,6 +18,7 @@ from streams.errors import Coordinates, DecodeError
 from streams.runtime.partitioner import partition_for
 from streams.sink.files import FileSink
 from streams.sink.position import SinkPosition
+from streams.sink.replace import replace_session
 
 __all__ = ["RebuildReport", "rebuild"]
 
@@ -84,7 +85,7 @@ async def rebuild(
             for session_id in targets:
                 if session_id in done:
                     continue
-                position = sink.replace(session_id, lines.get(session_id, []))
+                position = replace_session(sink, session_id, lines.get(session_id, []))
                 if position is None:
                     retry = True
                 else:

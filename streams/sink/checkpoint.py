@@ -23,33 +23,35 @@ were lost): the worker stops without committing, and the replay writes them agai
 
 from __future__ import annotations
 
-import errno
 import logging
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
-from typing import TYPE_CHECKING, Final
+from typing import Protocol
 
 from streams.errors import SinkError
-from streams.sink.durability import SyncMode
 from streams.sink.fdcache import Descriptors
-from streams.sink.fileio import FileLayer, StrPath
 from streams.sink.position import SinkPosition
+from streams.sink.positionlog import PositionLogs
 from streams.sink.state import SessionState
+from streams.sink.syncer import Syncer
 
-if TYPE_CHECKING:
-    from streams.sink.files import FileSink
-
-__all__ = ["CheckpointResult", "Checkpoints", "Round"]
+__all__ = ["CheckpointResult", "Checkpoints", "Round", "Sink"]
 
 log = logging.getLogger(__name__)
 
-#: Files synced at once where each is synced (``fdatasync`` waits on the device: the journal
-#: commits of concurrent calls are shared).
-SYNC_THREADS: Final = 16
-#: syncfs errors that mean "not available here", not "the data did not make it".
-_NO_SYNCFS: Final = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+class Sink(Protocol):
+    """What a checkpoint needs of the file sink (``streams.sink.files.FileSink``)."""
+
+    lock: threading.Lock
+    states: dict[str, SessionState]
+    dirty: set[str]
+    clock: Callable[[], float]
+    unsynced_bytes: int
+    assignment: int
+    logs: PositionLogs
+    on_sync: Callable[[float], None] | None
 
 
 @dataclass(slots=True)
@@ -81,18 +83,15 @@ class CheckpointResult:
 class Checkpoints:
     """Runs the sink's checkpoints and counts them (for the log line and the benchmark)."""
 
-    def __init__(self, sink: FileSink) -> None:
+    def __init__(self, sink: Sink, syncer: Syncer) -> None:
         self.sink = sink
+        self.syncer = syncer
         self.count = 0  # checkpoints that recorded something
         self.seconds = 0.0
-        self.sync_calls = 0  # syncfs, or fdatasync/fsync where syncfs is missing
+        self.log_syncs = 0  # fdatasync/fsync calls of the position logs
         self.recorded = 0  # positions recorded
         self.max_lag = 0.0
         self.lag_total = 0.0
-        self._root_fd: int | None = None
-        #: Threads syncing files at once where each file is synced (1: in the calling thread).
-        self.sync_threads = SYNC_THREADS
-        self._pool: ThreadPoolExecutor | None = None
         self.active = False  # a round is between begin and finish (or abort)
 
     def run(self) -> CheckpointResult:
@@ -101,10 +100,10 @@ class Checkpoints:
         if rnd is None:
             return CheckpointResult({}, 0.0, None)
         try:
-            if self.sink.fsync:
+            if self.syncer.fsync:
                 self.sync(rnd, data=True)
             self.record(rnd)
-            if self.sink.fsync and rnd.positions:
+            if self.syncer.fsync and rnd.positions:
                 self.sync(rnd, data=False)
         except BaseException:
             self.abort(rnd)
@@ -133,10 +132,10 @@ class Checkpoints:
         """Phase 1 (``data``: one ``syncfs``; writes may go on meanwhile, what they add is past
         the snapshots) or 3 (the logs); a failure stops the worker (no retry)."""
         if data:
-            self._sync(rnd.states)
+            self.syncer.sync(rnd.states)
             return
         try:
-            self.sync_calls += self.sink.logs.sync()
+            self.log_syncs += self.sink.logs.sync()
         except OSError as exc:
             raise SinkError(f"cannot make the position logs durable: {exc}") from exc
 
@@ -242,113 +241,6 @@ class Checkpoints:
                 rnd.positions[name] = position
         rnd.entries.clear()
 
-    def _sync(self, states: Iterable[SessionState]) -> None:
-        """Everything written so far durable, the way chosen for the state root (see
-        :mod:`streams.sink.durability`); a failure stops the worker (no retry)."""
-        sink = self.sink
-        try:
-            if sink.durability().mode is SyncMode.SYNCFS and self._syncfs():
-                return
-            self._sync_each(states)
-        except OSError as exc:
-            raise SinkError(f"cannot make the files under {sink.root} durable: {exc}") from exc
-
-    def _syncfs(self) -> bool:
-        """One ``syncfs`` of the root's file system; False where the platform has none (the
-        sink then syncs each file from now on)."""
-        sink = self.sink
-        created = sink.sessions_io.created
-        try:
-            if self._root_fd is None:
-                self._root_fd = sink.files.open_dir(sink.root)
-            covered = set(created)
-            sink.files.syncfs(self._root_fd)
-        except OSError as exc:
-            if exc.errno not in _NO_SYNCFS:
-                raise
-            sink.syncfs_missing(exc)
-            return False
-        self.sync_calls += 1
-        created.difference_update(covered)
-        return True
-
-    def _sync_each(self, states: Iterable[SessionState]) -> None:
-        """``fdatasync`` of each state's data file changed since its last sync, and ``fsync``
-        of each directory whose entries changed, from a bounded pool of threads. The
-        descriptors are duplicated under the sink's lock, then synced without it: writes,
-        and the descriptor cache closing the originals, go on meanwhile."""
-        sink = self.sink
-        files = sink.files
-        work: list[tuple[SessionState, int, int]] = []  # (state, duplicate, changes covered)
-        unsure: list[SessionState] = []  # directories this worker never synced
-        with sink.lock:
-            if sink.sync_failure is not None:
-                raise sink.sync_failure  # a descriptor closed earlier failed its sync
-            try:
-                for state in states:
-                    if state.changes != state.synced_changes and state.data_fd >= 0:
-                        work.append((state, files.dup(state.data_fd), state.changes))
-                    if not state.entries_synced:
-                        unsure.append(state)
-            except BaseException:
-                for _, fd, _ in work:
-                    files.close(fd)
-                raise
-            # Entries another process made (a worker killed before its checkpoint) may never
-            # have been synced: each directory once, with the root that holds it.
-            created = sink.sessions_io.created
-            created.update(s.dir_path for s in unsure)
-            if unsure:
-                created.add(str(sink.root))
-            directories = sorted(created)
-            created.clear()
-        calls: list[Callable[[], None]] = [
-            partial(_datasync_closing, files, fd) for _, fd, _ in work
-        ]
-        calls += [partial(_fsync_dir, files, d) for d in directories]
-        try:
-            self._parallel(calls)
-        except BaseException:
-            with sink.lock:
-                sink.sessions_io.created.update(directories)
-            raise
-        self.sync_calls += len(calls)
-        with sink.lock:
-            for state, _, changes in work:
-                state.synced_changes = max(state.synced_changes, changes)
-            for state in unsure:
-                state.entries_synced = True
-
-    def sync_closing(self, states: list[SessionState]) -> None:
-        """``fdatasync`` of descriptors the cache is about to close (under the sink's lock);
-        a failure is kept in ``sink.sync_failure`` for the next checkpoint to raise."""
-        sink = self.sink
-        files = sink.files
-        try:
-            self._parallel([partial(files.datasync, s.data_fd) for s in states])
-        except OSError as exc:
-            log.error("sink: fdatasync of a file before closing it failed: %s", exc)
-            if sink.sync_failure is None:
-                sink.sync_failure = exc
-            return
-        self.sync_calls += len(states)
-        for state in states:
-            state.synced_changes = state.changes
-
-    def _parallel(self, calls: list[Callable[[], None]]) -> None:
-        """Runs every call, in up to ``sync_threads`` threads (each a slice, in order);
-        raises the first failure once all have run."""
-        threads = min(self.sync_threads, len(calls))
-        if threads <= 1:
-            failures = _run_all(calls)
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.sync_threads, "escalations-sync")
-            slices = [calls[n::threads] for n in range(threads)]
-            failures = [f for found in self._pool.map(_run_all, slices) for f in found]
-        if failures:
-            raise failures[0]
-
     def summary(self, fds: Descriptors) -> str:
         mean = self.lag_total / self.count if self.count else 0.0
         return (
@@ -358,37 +250,11 @@ class Checkpoints:
             f"(opened {fds.opened})"
         )
 
+    @property
+    def sync_calls(self) -> int:
+        """Sync system calls so far: the data's and the logs'."""
+        return self.syncer.calls + self.log_syncs
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        if self._root_fd is not None:
-            self.sink.files.close(self._root_fd)
-            self._root_fd = None
+        self.syncer.close()
         self.sink.logs.close()
-
-
-def _run_all(calls: list[Callable[[], None]]) -> list[BaseException]:
-    """Runs every call; returns what they raised (a sync failure does not skip the others)."""
-    failures: list[BaseException] = []
-    for call in calls:
-        try:
-            call()
-        except OSError as exc:
-            failures.append(exc)
-    return failures
-
-
-def _datasync_closing(files: FileLayer, fd: int) -> None:
-    try:
-        files.datasync(fd)
-    finally:
-        files.close(fd)
-
-
-def _fsync_dir(files: FileLayer, directory: StrPath) -> None:
-    fd = files.open_dir(directory)
-    try:
-        files.fsync(fd)
-    finally:
-        files.close(fd)

@@ -1,33 +1,19 @@
 """The file sink: ``<state root>/<session id>/pending_escalations.jsonl``, exactly once.
 
-Cheap work per batch, durability as a checkpoint (the Kafka Connect / Flink model):
-
-- :meth:`FileSink.write` appends each state directory's new lines with one ``pwrite`` on a
-  cached descriptor, under the directory's lock (a ``flock`` of the data file itself): visible
-  at once, not synced.
-- :meth:`FileSink.checkpoint` (every ``ESCALATIONS_CHECKPOINT_INTERVAL_MS``, on revoke and on
-  stop; the source commits the offsets it had handled when it began, once it returned) notes
-  each written session's position, makes every file written so far durable with one
-  ``syncfs(2)``, appends the noted positions (size, entries, last source offset per source
-  partition) to the output partitions' position logs (:mod:`streams.sink.positionlog`), and
-  syncs the logs. The worker runs its phases beside the next batches (see
-  :mod:`streams.sink.checkpoint`).
-- :meth:`FileSink.recover` (on partition assignment) reads the position logs and reloads the
-  owned directories. Bytes past
-  a recorded position are kept: the replay from the committed offsets writes the same lines
-  again, so they are compared and written over, and the file is cut only at the first byte
-  that differs (a torn last line is completed). :meth:`FileSink.caught_up` cuts what the
-  replay did not reproduce once it has reached the end of the partitions.
-
-Lines at or below a session's recorded source offsets are skipped (already written), so the
-output topic's repeats write nothing twice. A directory whose file is shorter than what was
-recorded or written (truncated, deleted, or deleted as a whole while this worker knew it) is
-*corrupt*: its lines are skipped until ``escalations sink rebuild`` restores it.
+Cheap work per batch, durability as a checkpoint (the Kafka Connect / Flink model). ``write``
+appends each session's new lines with one ``pwrite`` under the directory's lock (a ``flock``
+of the data file): visible at once, not synced; lines at or below a session's recorded source
+offsets are skipped, so repeats write nothing twice. ``checkpoint`` makes what was written
+durable (``syncer``) and appends the positions to the position logs (``checkpoint``,
+``positionlog``); the source commits after it. ``recover`` (on assignment) claims the
+partitions (``fence``), reads the logs and reloads the owned directories: bytes past a
+recorded position are compared with the replay and written over, and ``caught_up`` cuts what
+the replay did not write again. A file shorter than its recorded position is *corrupt*: its
+lines are skipped until ``escalations sink rebuild`` (``replace``) restores it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import tempfile
 import threading
@@ -40,14 +26,16 @@ from typing import Final
 from streams.core.records import SinkLine, session_id_problem
 from streams.errors import SinkCorruptionError, SinkError
 from streams.sink.checkpoint import CheckpointResult, Checkpoints
-from streams.sink.durability import SyncChoice, SyncMode, choose_sync
-from streams.sink.fdcache import MIN_CAPACITY, Descriptors
+from streams.sink.durability import SyncChoice, SyncMode
+from streams.sink.fdcache import Descriptors
 from streams.sink.fence import Fence
-from streams.sink.fileio import OS_FILES, FileLayer, raise_open_file_limit, read_all, write_all
-from streams.sink.position import SinkPosition, write_position
-from streams.sink.positionlog import PositionLogs, new_epoch
-from streams.sink.sessions import FILE_NAME, LOCK_NAME, RELOADS, LockBusy, SessionFiles
+from streams.sink.fileio import OS_FILES, FileLayer, write_all
+from streams.sink.position import SinkPosition
+from streams.sink.positionlog import PositionLogs
+from streams.sink.sessions import FILE_NAME, LOCK_NAME, LockBusy, SessionFiles
 from streams.sink.state import SessionState, Tail, advance, fresh_lines
+from streams.sink.syncer import Syncer
+from streams.sink.views import Views
 
 __all__ = [
     "DEFAULT_MAX_OPEN_FILES",
@@ -101,29 +89,22 @@ class FileSink:
         #: False: lines and positions reach the page cache only (benchmarks, throwaway state):
         #: a killed process loses nothing, a power loss or kernel crash can.
         self.fsync = fsync
-        #: How checkpoints make files durable (``ESCALATIONS_SYNC``), decided for the root
-        #: once (:meth:`durability`).
-        self.sync_mode = SyncMode(sync)
-        self._durability: SyncChoice | None = None
-        #: A sync that failed outside a checkpoint (a descriptor synced before it was closed):
-        #: the next checkpoint raises it, so nothing is committed over the lost data.
-        self.sync_failure: OSError | None = None
         self.files = files
         self.clock = clock
         self.max_open_files = max_open_files
         self.fds = Descriptors(files, max_open_files)
-        self.fds.before_close = self._sync_before_close
         self.logs = PositionLogs(files, self.root, fsync=fsync)
         #: The owner tokens of the output partitions assigned last (see ``fence``).
         self.fence = Fence(files, self.root)
         self.logs.fence = self.fence.check
         self.sessions_io = SessionFiles(files, self.fds, self.logs, self._fence)
-        self.checkpoints = Checkpoints(self)
+        self.lock = threading.Lock()  # one write, checkpoint or recovery at a time
+        created = self.sessions_io.created
+        self.syncer = Syncer(files, self.root, self.fds, self.lock, created, fsync, SyncMode(sync))
+        self.fds.before_close = self.syncer.before_close
+        self.checkpoints = Checkpoints(self, self.syncer)
         self.states: dict[str, SessionState] = {}
-        #: Per session, the most this worker saw in the file (views; a file that later holds
-        #: fewer bytes, or a directory that vanishes, is corrupt).
-        self._known: dict[str, SinkPosition] = {}
-        self._corrupt: dict[str, str] = {}  # session -> why its lines are being skipped
+        self.views = Views()
         self.dirty: set[str] = set()  # sessions written since the last checkpoint
         self._tails: set[str] = set()  # recovered tails the replay has not explained yet
         self.unsynced_bytes = 0
@@ -132,9 +113,6 @@ class FileSink:
         self.assignment = 0
         self.checkpoint_bytes = CHECKPOINT_BYTES
         self.last_write = clock()
-        #: Guards the views for the moments they change or are copied.
-        self._views = threading.Lock()
-        self.lock = threading.Lock()  # one write, checkpoint or recovery at a time
         self.on_sync: Callable[[float], None] | None = None  # each checkpoint's seconds
 
     # -- set-up and names -----------------------------------------------------------------------
@@ -146,11 +124,7 @@ class FileSink:
             made = not self.root.exists()
             self.root.mkdir(parents=True, exist_ok=True)
             if made and self.fsync:  # the root's own entry, before anything is committed in it
-                fd = self.files.open_dir(self.root.parent)
-                try:
-                    self.files.fsync(fd)
-                finally:
-                    self.files.close(fd)
+                self.syncer.sync_directory(self.root.parent)
             # Nameless where the OS allows (O_TMPFILE): it cannot collide with a session.
             with tempfile.TemporaryFile(dir=self.root) as probe:
                 probe.write(b"probe")
@@ -159,34 +133,11 @@ class FileSink:
             raise SinkError(
                 f"ESCALATIONS_STATE_ROOT={str(self.root)!r} is not a writable directory: {exc}"
             ) from exc
-        self._durability = None  # decided again for the root as it is now mounted
-        # Where each file is synced, a checkpoint duplicates the descriptors it syncs: the
-        # open-file limit must hold twice the cache.
-        per_file = 2 if self.durability().mode is SyncMode.FSYNC else 1
-        self._fit_cache(raise_open_file_limit(per_file * self.max_open_files) // per_file)
-
-    def _fit_cache(self, capacity: int) -> None:
-        self.fds.capacity = max(MIN_CAPACITY, capacity)
-        # Where a close costs a sync, a full cache closes an eighth of itself at once.
-        fsync = self.durability().mode is SyncMode.FSYNC
-        self.fds.evict_batch = max(1, self.fds.capacity // 8) if fsync else 1
+        self.syncer.decide(self.max_open_files)  # for the root as it is now mounted
 
     def durability(self) -> SyncChoice:
-        """How checkpoints make the files under the root durable (decided once, from the
-        root's file system and ``sync``; see :mod:`streams.sink.durability`)."""
-        choice = self._durability
-        if choice is None:
-            choice = self._durability = choose_sync(self.root, self.sync_mode)
-            self._fit_cache(self.fds.capacity)
-        return choice
-
-    def syncfs_missing(self, exc: OSError) -> None:
-        """``syncfs`` is not available here: sync each file from now on."""
-        log.warning("sink: syncfs is not available (%s): syncing each file instead", exc)
-        self._durability = SyncChoice(
-            SyncMode.FSYNC, self.durability().file_system, f"syncfs failed: {exc}"
-        )
-        self._fit_cache(self.fds.capacity)
+        """How checkpoints make the files under the root durable (see ``durability``)."""
+        return self.syncer.durability()
 
     def directory(self, session_id: str) -> Path:
         problem = session_id_problem(session_id)
@@ -209,13 +160,11 @@ class FileSink:
 
     def known_positions(self) -> dict[str, SinkPosition]:
         """The last position this sink saw per session (written; for views and metrics)."""
-        with self._views:
-            return dict(self._known)
+        return self.views.known_positions()
 
     def corrupt_sessions(self) -> dict[str, str]:
         """Sessions whose lines are being skipped until rebuilt, and why (a copy)."""
-        with self._views:
-            return dict(self._corrupt)
+        return self.views.corrupt_sessions()
 
     def recorded(self, session_id: str) -> SinkPosition | None:
         """The session's recorded (checkpointed) position, as recovery would read it now (its
@@ -276,7 +225,7 @@ class FileSink:
                 try:
                     added = self._append(session_id, items, wait)
                 except SinkCorruptionError as exc:
-                    self.skip(session_id, exc)
+                    self.views.skip(session_id, exc)
                     corrupt[session_id] = str(exc)
                     continue
                 except OSError as exc:
@@ -313,18 +262,15 @@ class FileSink:
             self.dirty.clear()
             self._tails.clear()
             self.unsynced_bytes = 0
-            with self._views:
-                self._corrupt.clear()
+            self.views.healthy()
             self.logs.refresh()  # what every worker recorded, up to now
-            known = {name for name, position in self._known.items() if position.size}
+            known = {name for name, position in self.views.known.items() if position.size}
             present = set(self.sessions())
             names = [n for n in sorted(present | known) if owns(n)]
-            with self._views:
-                # What this worker wrote to a file is no measure of it now: another owner may
-                # have cut what was never recorded since. The recorded positions are. (A
-                # directory gone as a whole stays known: it is reported, not started over.)
-                for name in present.intersection(names):
-                    self._known.pop(name, None)
+            # What this worker wrote to a file is no measure of it now: another owner may
+            # have cut what was never recorded since. The recorded positions are. (A
+            # directory gone as a whole stays known: it is reported, not started over.)
+            self.views.unseen(present.intersection(names))
             busy = self._reload(names)
         while busy:  # locked by another process: waited for holding no lock of ours
             for path in busy.values():
@@ -345,7 +291,7 @@ class FileSink:
                 busy[name] = exc.path
                 continue
             except SinkCorruptionError as exc:
-                self.skip(name, exc)
+                self.views.skip(name, exc)
                 continue
             if state.tail and state.tail_kind is Tail.FOREIGN:
                 state.tail_kind = Tail.RECOVERED
@@ -371,40 +317,10 @@ class FileSink:
                         wait=wait,
                     )
                 except SinkCorruptionError as exc:
-                    self.skip(name, exc)
+                    self.views.skip(name, exc)
                 self._tails.discard(name)
             self._tails.clear()
         return cut
-
-    def replace(self, session_id: str, lines: list[SinkLine]) -> SinkPosition | None:
-        """Rewrite a session's file from scratch with ``lines`` (``escalations sink rebuild``).
-
-        ``lines`` must hold every entry of the session in output-topic order; repeats are
-        dropped as the sink drops them. Atomic: readers see the old file or the new one.
-        Returns None, changing nothing, when the file holds more than ``lines`` explain: a
-        recorded offset past them, or bytes past the recorded position (lines a worker wrote
-        and has not checkpointed yet) that are not where ``lines`` put them (read more and try
-        again). A worker notices the new file under the lock and reloads it.
-        """
-        directory = self.directory(session_id)
-        files = self.files
-        with self.lock:
-            if files.stat(self.root) is None:
-                files.mkdir(self.root)
-            files.mkdir(directory)
-            self._forget(session_id)  # no descriptor of ours stays on the file replaced
-            locks = self._lock_for_replace(directory)
-            try:
-                position = self._replace_locked(directory, lines)
-            finally:
-                for fd in reversed(locks):
-                    files.close(fd)
-            if position is None:
-                return None
-            self._forget(session_id)
-            self._seen(session_id, position)
-            self._healthy(session_id)
-            return position
 
     def release_idle(self, idle_s: float = IDLE_CLOSE_S) -> int:
         """Closes the cached descriptors once nothing was written for ``idle_s`` and everything
@@ -445,21 +361,21 @@ class FileSink:
         self, state: SessionState, work: Callable[[SessionState], int | None], *, wait: bool = True
     ) -> int:
         """Runs ``work`` with the directory locked and the state checked against its files."""
-        known = self._known.get(state.name)
+        known = self.views.known.get(state.name)
         io = self.sessions_io
         try:
             io.acquire(state, 0 if known is None else known.size, wait=wait)
         except SinkCorruptionError:
-            self._forget(state.name)
+            self.forget(state.name)
             raise
         try:
-            if self._corrupt:
-                self._healthy(state.name)
+            if self.views.corrupt:
+                self.views.healthy(state.name)
             result = work(state)
         finally:
             io.release(state)
         if known is not state.position:
-            self._seen(state.name, state.position)
+            self.views.seen(state.name, state.position)
         return result or 0
 
     def _append(self, session_id: str, items: list[SinkLine], wait: bool = True) -> int:
@@ -469,7 +385,7 @@ class FileSink:
         if seen_at is not None:
             if not early:
                 return 0  # every line is at or below the offsets: nothing to lock or write
-            if state.data_fd >= 0 and not state.tail and session_id not in self._corrupt:
+            if state.data_fd >= 0 and not state.tail and session_id not in self.views.corrupt:
                 appended = self._append_open(state, early, wait)
                 if appended:
                     return appended
@@ -506,7 +422,7 @@ class FileSink:
             files.unlock(fd)
         self.fds.touch(state)
         self._appended(state, fresh, len(payload))
-        self._seen(state.name, state.position)
+        self.views.seen(state.name, state.position)
         return len(fresh)
 
     def _appended(self, state: SessionState, fresh: list[SinkLine], size: int) -> None:
@@ -522,111 +438,13 @@ class FileSink:
         self.unsynced_bytes += size
         self.last_write = self.clock()
 
-    def _lock_for_replace(self, directory: Path) -> list[int]:
-        """Locks the directory for a replacement: the lock file of earlier versions where it
-        exists (an earlier worker may run during an upgrade), then the data file, checked to
-        still be the file at its path once locked. Returns the descriptors (closing unlocks)."""
-        files = self.files
-        held: list[int] = []
-        try:
-            try:
-                legacy = files.open(directory / LOCK_NAME)
-            except FileNotFoundError:
-                pass
-            else:
-                held.append(legacy)
-                files.lock(legacy)
-            for _ in range(RELOADS):
-                fd = files.open(directory / FILE_NAME, create=True)
-                files.lock(fd)
-                st = files.stat(directory / FILE_NAME)
-                if st is not None and st.identity == files.fstat(fd).identity:
-                    held.append(fd)
-                    return held
-                files.close(fd)  # replaced meanwhile: lock the new one
-            raise SinkError(f"{directory / FILE_NAME} keeps being replaced")
-        except BaseException:
-            for fd in held:
-                files.close(fd)
-            raise
-
-    def _replace_locked(self, directory: Path, lines: list[SinkLine]) -> SinkPosition | None:
-        files = self.files
-        fresh = fresh_lines(SinkPosition(), lines)
-        payload = b"".join(item.line for item in fresh)
-        position = advance(SinkPosition(), fresh, len(payload)) if fresh else SinkPosition()
-        self.logs.refresh()
-        try:
-            recorded = self.logs.recorded(directory.name, directory) or SinkPosition()
-        except SinkCorruptionError:
-            recorded = SinkPosition()  # an unreadable position file: the lines decide
-        if any(o > position.offsets.get(s, -1) for s, o in recorded.offsets.items()):
-            return None
-        current = b""
-        try:
-            fd = files.open(directory / FILE_NAME, readonly=True)
-        except FileNotFoundError:
-            pass
-        else:
-            try:
-                current = read_all(files, fd)
-            finally:
-                files.close(fd)
-        if len(current) > recorded.size and not payload.startswith(current):
-            return None  # lines past the record that these lines do not explain
-        # A new epoch: what the logs hold of the file replaced never describes this one.
-        position = dataclasses.replace(position, seq=recorded.seq + 1, epoch=new_epoch())
-        tmp = directory / (FILE_NAME + ".rebuild")
-        fd = files.open(tmp, create=True)
-        try:
-            files.truncate(fd, 0)
-            write_all(files, fd, payload, 0)
-            files.datasync(fd)
-        finally:
-            files.close(fd)
-        # Position first (a bigger size than the old file is never "torn"), then the file.
-        write_position(files, directory, position)
-        files.replace(tmp, directory / FILE_NAME)
-        dir_fd = files.open_dir(directory)
-        try:
-            files.fsync(dir_fd)
-        finally:
-            files.close(dir_fd)
-        return position
-
     def _fence(self, state: SessionState) -> None:
         self.fence.check(state.source)
 
-    def _sync_before_close(self, states: list[SessionState]) -> None:
-        """Where each file is synced by itself, descriptors with unsynced changes are synced
-        (together) before the cache closes them: a writeback error is reported on them, not
-        lost with them. A failure is kept for the next checkpoint to raise."""
-        if not self.fsync or self.durability().mode is not SyncMode.FSYNC:
-            return
-        unsynced = [s for s in states if s.changes != s.synced_changes]
-        if unsynced:
-            self.checkpoints.sync_closing(unsynced)
-
-    def _forget(self, session_id: str) -> None:
+    def forget(self, session_id: str) -> None:
         """Drops what is held of a session (its descriptors, its state), not what was seen."""
         state = self.states.pop(session_id, None)
         self.dirty.discard(session_id)
         self._tails.discard(session_id)
         if state is not None:
             self.fds.close_state(state)
-
-    def skip(self, session_id: str, exc: SinkCorruptionError) -> None:
-        with self._views:
-            known = self._corrupt.get(session_id)
-            self._corrupt[session_id] = str(exc)
-        if known != str(exc):
-            log.error("sink: skipping session %s until it is rebuilt: %s", session_id, exc)
-
-    def _healthy(self, session_id: str) -> None:
-        if session_id in self._corrupt:
-            with self._views:
-                self._corrupt.pop(session_id, None)
-
-    def _seen(self, session_id: str, position: SinkPosition) -> None:
-        with self._views:
-            self._known[session_id] = position

@@ -1,29 +1,24 @@
 """The position logs: the sink's recorded positions, one append-only log per output partition.
 
-``<state root>/.positions/<topic>-<partition>.log`` holds frames (magic, length, CRC-32, then
-a JSON list of ``[session, epoch, size, entries, last_ts_us, seq, offsets]``). A checkpoint
-appends one frame per partition it wrote (a few ``pwrite`` calls and ``fdatasync`` calls, not
-one per state directory), under the log's ``flock``. A frame torn by a crash fails its
-checksum: readers stop there, and the next writer cuts it before appending (it was never
-synced, so nothing was committed on it). A log that grew past :data:`COMPACT_BYTES` is
-rewritten as one frame of its newest entries, under a temporary name synced and renamed.
+``<state root>/.positions/<topic>-<partition>.log`` holds frames (magic, length, CRC-32, then a
+JSON list of ``[session, epoch, size, entries, last_ts_us, seq, offsets]``); the first names the
+file (a random identity, new at each rewrite: inode numbers are reused at once). A checkpoint
+appends a frame per partition under the log's ``flock``. Only a torn *tail* is ever cut (never
+synced: nothing was committed on it); an intact frame this version cannot read, or a damaged
+one with intact frames after it, stops the worker. A log past :data:`COMPACT_BYTES` is
+rewritten as its newest entries (temporary file, synced, renamed, under the lock of the file
+at the path).
 
-A session's recorded position is its directory's position file (written by ``sink rebuild``
-and when a file of another program is adopted; earlier versions wrote every checkpoint there)
-merged with the logs' entries of the same *epoch*. The epoch names one life of the data file:
-0 for a file the sink created, a fresh random number for each file ``sink rebuild`` wrote (it
-is in the position file next to it), so entries about a replaced file never apply to its
-successor. Entries of one epoch describe prefixes of the same file (a file shorter than what
-was recorded is corrupt, never cut), so they merge: the biggest size, and per source
-partition the highest offset.
+A session's recorded position is its position file's (``sink rebuild``, adopted files) merged
+with the logs' entries of the same *epoch*: 0 for a file the sink created, a fresh random
+number for each file ``sink rebuild`` wrote, so entries about a replaced file never apply to
+its successor. Entries of one epoch describe prefixes of one file, so they merge: the biggest
+size, and per source partition the highest offset.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
-import struct
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +27,12 @@ from typing import Final
 from streams.core.records import POSITIONS_DIR_NAME
 from streams.errors import SinkError
 from streams.sink.fileio import OS_FILES, FileLayer, write_all
+from streams.sink.frames import FrameError, encode_frame, header, log_id, parse_frames
 from streams.sink.position import POSITION_NAME, SinkPosition, read_position
 
 __all__ = [
     "COMPACT_BYTES",
     "LOG_DIR",
-    "FrameError",
     "PositionLogs",
     "log_name",
     "merge",
@@ -51,10 +46,6 @@ LOG_SUFFIX: Final = ".log"
 #: A log past this size is rewritten as its newest entries (when it is also 4x its last
 #: rewrite: a log of many sessions is not rewritten at every checkpoint).
 COMPACT_BYTES: Final = 16 * 1024 * 1024
-_FRAME_HEAD: Final = struct.Struct(">4sII")
-_FRAME_MAGIC: Final = b"ESL1"
-#: Enough bytes for a log's first frame (its identity).
-_HEADER_READ: Final = 128
 
 
 def log_name(source: str) -> str:
@@ -87,104 +78,6 @@ def merge(a: SinkPosition, b: SinkPosition) -> SinkPosition:
     return SinkPosition(
         big.size, big.entries, offsets, big.last_ts_us, max(a.seq, b.seq), epoch=big.epoch
     )
-
-
-def encode_frame(entries: Iterable[tuple[str, SinkPosition]]) -> bytes:
-    body = json.dumps(
-        [[name, p.epoch, p.size, p.entries, p.last_ts_us, p.seq, p.offsets] for name, p in entries],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode("utf-8", "surrogatepass")
-    return _FRAME_HEAD.pack(_FRAME_MAGIC, len(body), zlib.crc32(body)) + body
-
-
-class FrameError(ValueError):
-    """A frame that is not a torn tail (which is cut): intact by its checksum but unreadable by
-    this version (a newer format during a rolling upgrade), or damaged with intact frames after
-    it. Nothing may be cut there: the worker stops, naming the log and the offset."""
-
-    def __init__(self, offset: int, reason: str) -> None:
-        super().__init__(f"a frame at byte {offset} {reason}")
-        self.offset, self.reason = offset, reason
-
-
-def _body_at(raw: bytes | memoryview, at: int) -> bytes | None:
-    """The body of the frame at ``at`` if its head and checksum hold, else None."""
-    if len(raw) - at < _FRAME_HEAD.size:
-        return None
-    magic, length, crc = _FRAME_HEAD.unpack_from(raw, at)
-    body = bytes(raw[at + _FRAME_HEAD.size : at + _FRAME_HEAD.size + length])
-    # An empty body (a head zero-filled past its magic: CRC-32 of nothing is 0) is never
-    # written: torn too.
-    if magic != _FRAME_MAGIC or not length or len(body) != length or zlib.crc32(body) != crc:
-        return None
-    return body
-
-
-def _intact_frame_after(raw: bytes | memoryview, at: int) -> bool:
-    data = bytes(raw)
-    found = data.find(_FRAME_MAGIC, at + 1)
-    while found >= 0:
-        if _body_at(data, found) is not None:
-            return True
-        found = data.find(_FRAME_MAGIC, found + 1)
-    return False
-
-
-def _entries(body: bytes) -> list[tuple[str, SinkPosition]]:
-    items = json.loads(body.decode("utf-8", "surrogatepass"))
-    return [
-        (
-            str(name),
-            SinkPosition(
-                int(size),
-                int(count),
-                {str(k): int(v) for k, v in offsets.items()},
-                None if last_ts is None else int(last_ts),
-                int(seq),
-                epoch=int(epoch),
-            ),
-        )
-        for name, epoch, size, count, last_ts, seq, offsets in items
-    ]
-
-
-def parse_frames(raw: bytes | memoryview) -> tuple[list[tuple[str, SinkPosition]], int]:
-    """The entries of the whole intact frames at the start of ``raw``, and where they end (a
-    torn tail ends them). Raises ``FrameError`` for a frame that is not a torn tail."""
-    entries: list[tuple[str, SinkPosition]] = []
-    at = 0
-    while len(raw) - at >= _FRAME_HEAD.size:
-        body = _body_at(raw, at)
-        if body is None:
-            if _intact_frame_after(raw, at):
-                raise FrameError(at, "is damaged, and intact frames follow it")
-            break  # a torn tail: never synced, nothing committed on it
-        try:
-            entries.extend(_entries(body))
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise FrameError(at, f"is intact but unreadable by this version ({exc})") from exc
-        at += _FRAME_HEAD.size + len(body)
-    return entries, at
-
-
-def _header(log_id: int) -> bytes:
-    """A log's first frame: its identity (a random number, new for each file), as an entry of
-    the session "" (never a session id; earlier versions read it as one and ignore it)."""
-    return encode_frame([("", SinkPosition(epoch=log_id))])
-
-
-def _log_id(files: FileLayer, fd: int) -> int | None:
-    """The identity in the log's first frame; None for a log of an earlier version."""
-    raw = files.pread(fd, _HEADER_READ, 0)
-    body = _body_at(raw, 0)
-    if body is None:
-        return None
-    try:
-        first = _entries(body)
-    except (ValueError, TypeError, AttributeError):
-        return None
-    return first[0][1].epoch if len(first) == 1 and first[0][0] == "" else None
 
 
 @dataclass(slots=True)
@@ -280,7 +173,7 @@ class PositionLogs:
         assert fd is not None
         try:
             st = files.fstat(fd)
-            identity = (st.identity, _log_id(files, fd))
+            identity = (st.identity, log_id(files, fd))
             if identity != log.identity:  # new, or rewritten: read it whole
                 log.identity, log.end = identity, 0
                 log.compacted = st.size
@@ -340,7 +233,7 @@ class PositionLogs:
             frame = encode_frame(entries)
             if end == 0:  # a new log: its identity first
                 log_id = new_epoch()
-                frame = _header(log_id) + frame
+                frame = header(log_id) + frame
                 log.identity = (files.fstat(fd).identity, log_id)
             write_all(files, fd, frame, end)
             log.end = end + len(frame)
@@ -384,7 +277,7 @@ class PositionLogs:
             self.fence(log.source)
             self._catch_up(log, fd)
             fold = self._fold
-            frame = _header(log_id) + encode_frame((s, fold[s]) for s in sorted(log.sessions))
+            frame = header(log_id) + encode_frame((s, fold[s]) for s in sorted(log.sessions))
             tmp = self.dir / (name + ".tmp")
             tmp_fd = files.open(tmp, create=True)
             try:

@@ -374,7 +374,7 @@ def _sink(files: ModelFiles, sync: str, max_open_files: int = 5) -> FileSink:
         ROOT, files=files, max_open_files=3 if fewer_files else max_open_files, sync=mode
     )
     sink.logs.compact_bytes = COMPACT_BYTES
-    sink.checkpoints.sync_threads = 1
+    sink.syncer.threads = 1
     return sink
 
 

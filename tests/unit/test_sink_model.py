@@ -75,7 +75,7 @@ class Worker:
 def _sink(files: ModelFiles, sync: str) -> FileSink:
     sink = FileSink(ROOT, files=files, max_open_files=3, sync=sync, log_of=_log_of)
     sink.logs.compact_bytes = 600
-    sink.checkpoints.sync_threads = 1
+    sink.syncer.threads = 1
     return sink
 
 

@@ -13,15 +13,10 @@ import pytest
 from streams.core.records import SinkLine, session_id_problem
 from streams.sink.fileio import OS_FILES
 from streams.sink.files import FILE_NAME, FileSink
+from streams.sink.frames import encode_frame, parse_frames
 from streams.sink.position import POSITION_NAME, SinkPosition, read_position
-from streams.sink.positionlog import (
-    LOG_DIR,
-    PositionLogs,
-    encode_frame,
-    merge,
-    parse_frames,
-    read_recorded,
-)
+from streams.sink.positionlog import LOG_DIR, PositionLogs, merge, read_recorded
+from streams.sink.replace import replace_session
 
 SOURCE = "bus-events:0"
 
@@ -154,7 +149,7 @@ def test_a_rebuilt_file_is_described_by_its_position_file_not_by_the_old_entries
     (root / "s1" / FILE_NAME).write_bytes(b"")  # cut outside the sink: corrupt
     assert restarted(root).corrupt_sessions().keys() == {"s1"}
 
-    rebuilt = FileSink(root).replace("s1", [line("s1", 0), line("s1", 1)])
+    rebuilt = replace_session(FileSink(root), "s1", [line("s1", 0), line("s1", 1)])
 
     assert rebuilt is not None and rebuilt.epoch != 0
     again = restarted(root)

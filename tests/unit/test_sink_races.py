@@ -28,8 +28,9 @@ from streams.runtime.stats import Stats
 from streams.sink.fence import FencedError
 from streams.sink.fileio import FileStat, OsFiles, StrPath
 from streams.sink.files import FILE_NAME, FileSink
+from streams.sink.frames import encode_frame, parse_frames
 from streams.sink.position import SinkPosition
-from streams.sink.positionlog import LOG_DIR, encode_frame, parse_frames, read_recorded
+from streams.sink.positionlog import LOG_DIR, read_recorded
 
 P0 = "escalations:0"
 #: How long another process holds a session's lock in the event-loop test (issue 18: 10 s).

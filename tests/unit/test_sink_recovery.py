@@ -24,6 +24,7 @@ from streams.sink.fileio import OsFiles, StrPath
 from streams.sink.files import FILE_NAME, LOCK_NAME, FileSink, LockBusy
 from streams.sink.position import SinkPosition
 from streams.sink.positionlog import read_recorded
+from streams.sink.replace import replace_locked, replace_session
 from streams.sink.verify import inspect_session, verify_session
 from tests.unit.test_sink import SOURCE, expected, line, lines, text
 
@@ -309,7 +310,7 @@ def test_a_state_directory_deleted_as_a_whole_is_corrupt_until_rebuilt(root: Pat
     assert "s1" in sink.corrupt_sessions()
 
     # `escalations sink rebuild` restores it; the worker picks it up on its next batch.
-    assert FileSink(root).replace("s1", lines("s1", 0, 1, 2)) is not None
+    assert replace_session(FileSink(root), "s1", lines("s1", 0, 1, 2)) is not None
     durable(sink, lines("s1", 2, 3))
     assert sink.corrupt_sessions() == {}
     assert data(root).read_bytes() == expected("s1", 0, 1, 2, 3)
@@ -324,10 +325,10 @@ def test_rebuild_refuses_a_file_with_lines_it_has_not_read_yet(root: Path) -> No
     durable(worker, lines("s1", 0, 1))
     worker.write(lines("s1", 2))  # written, not yet checkpointed
 
-    assert FileSink(root).replace("s1", lines("s1", 0, 1)) is None  # read more, then retry
+    assert replace_session(FileSink(root), "s1", lines("s1", 0, 1)) is None  # read more, then retry
     assert data(root).read_bytes() == expected("s1", 0, 1, 2)
 
-    rebuilt = FileSink(root).replace("s1", lines("s1", 0, 1, 2))
+    rebuilt = replace_session(FileSink(root), "s1", lines("s1", 0, 1, 2))
     assert rebuilt is not None and rebuilt.entries == 3
 
     durable(worker, lines("s1", 2, 3))  # the worker notices the new file and goes on
@@ -342,7 +343,7 @@ def test_a_truncated_file_is_rebuilt_and_picked_up_on_the_next_batch(root: Path)
     data(root).write_bytes(data(root).read_bytes()[:10])
     assert worker.write(lines("s1", 3)).corrupt
 
-    assert FileSink(root).replace("s1", lines("s1", 0, 1, 2, 3)) is not None
+    assert replace_session(FileSink(root), "s1", lines("s1", 0, 1, 2, 3)) is not None
     durable(worker, lines("s1", 3, 4))
 
     assert worker.corrupt_sessions() == {}
@@ -450,7 +451,7 @@ def _assert_a_rebuild_waits_for(root: Path, fd: int) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX)
     done: list[object] = []
     rebuild = threading.Thread(
-        target=lambda: done.append(FileSink(root).replace("s1", lines("s1", 0, 1)))
+        target=lambda: done.append(replace_session(FileSink(root), "s1", lines("s1", 0, 1)))
     )
     rebuild.start()
     time.sleep(0.2)
@@ -485,7 +486,7 @@ def test_a_worker_reloads_a_file_replaced_while_it_waited_for_the_lock(root: Pat
     time.sleep(0.2)
     assert writes == []
     # ... and writes the new one (and its position) and renames it in: a rebuild's work.
-    assert FileSink(root)._replace_locked(root / "s1", lines("s1", 0, 1)) is not None
+    assert replace_locked(FileSink(root), root / "s1", lines("s1", 0, 1)) is not None
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
     thread.join(timeout=10)
