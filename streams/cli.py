@@ -381,7 +381,7 @@ def dlq_group() -> None:
 @click.option("--dry-run", is_flag=True, help="Count what would be replayed; send nothing.")
 @click.option("--idle", type=float, default=3.0, show_default=True, help="Stop after idle s.")
 def dlq_replay(limit: int | None, dry_run: bool, idle: float) -> None:
-    """Send dead-lettered records back to the input topic once their cause is fixed."""
+    """Send dead-lettered records back to the topic they came from once their cause is fixed."""
     from streams.ops.replay import replay
 
     settings = _settings()
@@ -393,6 +393,7 @@ def dlq_replay(limit: int | None, dry_run: bool, idle: float) -> None:
             settings.dlq_topic,
             settings.input_topic,
             f"{settings.app_id}-dlq-replay",
+            settings.output_topic,
             idle_s=idle,
             limit=limit,
             dry_run=dry_run,
@@ -402,6 +403,8 @@ def dlq_replay(limit: int | None, dry_run: bool, idle: float) -> None:
     verb = "would replay" if dry_run else "replayed"
     detail = ", ".join(f"{k}: {v}" for k, v in sorted(report.by_error.items())) or "nothing"
     click.echo(f"{verb} {report.replayed} records from {settings.dlq_topic} ({detail})")
+    for topic, count in sorted(report.by_topic.items()):
+        click.echo(f"  {count} back to {topic}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""``escalations dlq replay``: dead-lettered records back to the input topic.
+"""``escalations dlq replay``: dead-lettered records back to the topic they came from.
 
 Reads the dead-letter topic with its own consumer group (so a replay resumes where the
 last one stopped), up to the records dead-lettered before the replay started (records that
-fail again land after that point and wait for the next replay), sends each original key, value and headers (minus the dead-letter
-headers) back to the input topic, and commits after the sends are acknowledged.
+fail again land after that point and wait for the next replay), sends each original key,
+value and headers (minus the dead-letter headers) back to the topic its
+``escalations.source.topic`` header names (the input topic for the map stage's dead letters,
+the output topic for the sink stage's: an escalation entry sent to the input topic would fail
+there again, forever), and commits after the sends are acknowledged.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.core.deadletter import ERROR_CLASS, PREFIX, header
+from streams.core.deadletter import ERROR_CLASS, PREFIX, SOURCE_TOPIC, header
 from streams.settings import MAX_REQUEST_BYTES
 
 __all__ = ["ReplayReport", "replay"]
@@ -27,6 +30,7 @@ __all__ = ["ReplayReport", "replay"]
 class ReplayReport:
     replayed: int
     by_error: dict[str, int]
+    by_topic: dict[str, int]  # where the records were sent back
 
 
 async def replay(
@@ -34,6 +38,7 @@ async def replay(
     dlq_topic: str,
     input_topic: str,
     group_id: str,
+    output_topic: str | None = None,
     *,
     idle_s: float = 3.0,
     limit: int | None = None,
@@ -60,6 +65,8 @@ async def replay(
     await producer.start()
     replayed = 0
     errors: Counter[str] = Counter()
+    targets: Counter[str] = Counter()
+    ours = {input_topic} | ({output_topic} if output_topic else set())
     started_ms = int(time.time() * 1000)
     done: set[TopicPartition] = set()
     try:
@@ -79,10 +86,13 @@ async def replay(
                         break
                     headers = [(k, v) for k, v in record.headers if not k.startswith(PREFIX)]
                     errors[header(record.headers, ERROR_CLASS) or "unknown"] += 1
+                    came_from = header(record.headers, SOURCE_TOPIC)
+                    target = came_from if came_from in ours else input_topic
+                    targets[target] += 1
                     if not dry_run:
                         sends.append(
                             await producer.send(
-                                input_topic, record.value, key=record.key, headers=headers
+                                target, record.value, key=record.key, headers=headers
                             )
                         )
                     offsets[tp] = record.offset + 1
@@ -95,4 +105,4 @@ async def replay(
     finally:
         await producer.stop()
         await consumer.stop()
-    return ReplayReport(replayed, dict(errors))
+    return ReplayReport(replayed, dict(errors), dict(targets))

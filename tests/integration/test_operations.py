@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from streams.core.deadletter import ERROR_CLASS, header
+from streams.core.deadletter import ERROR_CLASS, SOURCE_TOPIC, header
 from streams.ops.sample import bus_events
 
 from .support import Job
@@ -79,3 +79,25 @@ def test_dlq_replay_resends_the_original_records_once(job: Job) -> None:
     expected = job.expected(lines)
     job.produce(lines)
     assert job.wait_for_files(expected) == expected, job.logs()
+
+
+def test_dlq_replay_sends_a_sink_stage_dead_letter_back_to_the_output_topic(job: Job) -> None:
+    # A record the sink stage could not use came from the output topic: sent to the input
+    # topic it would be dead-lettered there again on every replay, its line never written.
+    job.worker()
+    asyncio.run(_send_raw(job.bootstrap, job.settings.output_topic, [(b"s1", b"not avro")]))
+    (first,) = asyncio.run(_read(job.bootstrap, job.settings.dlq_topic, 1))
+    assert header(first.headers, SOURCE_TOPIC) == job.settings.output_topic
+    time.sleep(1.0)  # the replay only takes records dead-lettered before it started
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "dlq", "replay", "--idle", "2"],
+        env=job.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"1 back to {job.settings.output_topic}" in done.stdout, done.stdout
+    # Still bad, so the sink stage dead-letters it again: from the output topic, not the input.
+    dead = asyncio.run(_read(job.bootstrap, job.settings.dlq_topic, 2))
+    assert [header(d.headers, SOURCE_TOPIC) for d in dead] == [job.settings.output_topic] * 2
