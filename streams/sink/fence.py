@@ -72,7 +72,7 @@ class Fence:
             return
         mine = self._mine.get(partition)
         view = self._maps.get(partition)
-        if mine is None or view is None or bytes(view[:TOKEN_BYTES]) != mine:
+        if mine is None or view is None or view[:TOKEN_BYTES] != mine:
             raise FencedError(
                 f"output partition {partition} was assigned to another worker while this one "
                 "was paused: stopping without writing (the new owner replays what was not "
