@@ -18,13 +18,14 @@ compares with its replay), or the check sees the new token and the zombie stops
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
 from streams.errors import SinkError
-from streams.sink.fileio import FileLayer
+from streams.sink.fileio import FileLayer, write_all
 from streams.sink.positionlog import LOG_DIR
 
 __all__ = ["Fence", "FencedError"]
@@ -45,7 +46,7 @@ class Fence:
         self.worker = os.urandom(8)
         self.assignments = 0
         self.active = False  # False until the first claim (tools and tests without partitions)
-        self._maps: dict[str, bytearray | memoryview] = {}
+        self._maps: dict[str, bytearray | mmap.mmap] = {}
         self._mine: dict[str, bytes] = {}
 
     def claim(self, partitions: Iterable[str]) -> None:
@@ -57,12 +58,11 @@ class Fence:
             if self.files.stat(directory) is None:
                 self.files.mkdir(directory)
         for partition in sorted(partitions):
-            view = self._maps.get(partition)
-            if view is None:
-                topic, _, number = partition.rpartition(":")
-                path = self.dir / f"{topic}-{number}.owner"
-                view = self._maps[partition] = self.files.map_shared(path, TOKEN_BYTES)
-            view[:TOKEN_BYTES] = token
+            fd = self.files.open(self._path(partition), create=True)
+            try:
+                write_all(self.files, fd, token, 0)
+            finally:
+                self.files.close(fd)
             self._mine[partition] = token
         self.active = True
 
@@ -72,9 +72,22 @@ class Fence:
             return
         mine = self._mine.get(partition)
         view = self._maps.get(partition)
+        if view is None and mine is not None:
+            view = self._maps[partition] = self.files.map_shared(self._path(partition), TOKEN_BYTES)
         if mine is None or view is None or view[:TOKEN_BYTES] != mine:
             raise FencedError(
                 f"output partition {partition} was assigned to another worker while this one "
                 "was paused: stopping without writing (the new owner replays what was not "
                 "committed)"
             )
+
+    def release(self) -> None:
+        """Unmaps the owner files (an idle worker keeps nothing of the volume open)."""
+        maps, self._maps = self._maps, {}
+        for view in maps.values():
+            if isinstance(view, mmap.mmap):
+                view.close()
+
+    def _path(self, partition: str) -> Path:
+        topic, _, number = partition.rpartition(":")
+        return self.dir / f"{topic}-{number}.owner"

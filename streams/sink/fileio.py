@@ -98,9 +98,10 @@ class FileLayer(Protocol):
     def lock(self, fd: int, *, exclusive: bool = True, blocking: bool = True) -> bool:
         """``flock``; False when ``blocking`` is False and another holder has it."""
 
-    def map_shared(self, path: StrPath, size: int) -> bytearray | memoryview:
-        """``size`` bytes of ``path`` (created, grown to ``size``), mapped shared: what one
-        process writes there every other reads at once, without a system call."""
+    def map_shared(self, path: StrPath, size: int) -> bytearray | mmap.mmap:
+        """The first ``size`` bytes of ``path`` mapped shared and read-only: what any process
+        writes there is read at once, without a system call (not a writer of the volume: it
+        may be remounted read-only)."""
 
     def unlock(self, fd: int) -> None: ...
 
@@ -206,12 +207,10 @@ class OsFiles:
     def unlock(self, fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def map_shared(self, path: StrPath, size: int) -> bytearray | memoryview:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o644)
+    def map_shared(self, path: StrPath, size: int) -> bytearray | mmap.mmap:
+        fd = os.open(path, os.O_RDONLY | _CLOEXEC)
         try:
-            if os.fstat(fd).st_size < size:
-                os.ftruncate(fd, size)
-            return memoryview(mmap.mmap(fd, size, mmap.MAP_SHARED))
+            return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
         finally:
             os.close(fd)  # the mapping keeps the file
 

@@ -94,8 +94,7 @@ class FileSink:
         self.max_open_files = max_open_files
         self.fds = Descriptors(files, max_open_files)
         self.logs = PositionLogs(files, self.root, fsync=fsync)
-        #: The owner tokens of the output partitions assigned last (see ``fence``).
-        self.fence = Fence(files, self.root)
+        self.fence = Fence(files, self.root)  # the owner tokens of the partitions assigned
         self.logs.fence = self.fence.check
         self.sessions_io = SessionFiles(files, self.fds, self.logs, self._fence)
         self.lock = threading.Lock()  # one write, checkpoint or recovery at a time
@@ -323,9 +322,8 @@ class FileSink:
         return cut
 
     def release_idle(self, idle_s: float = IDLE_CLOSE_S) -> int:
-        """Closes the cached descriptors once nothing was written for ``idle_s`` and everything
-        is checkpointed: an idle worker keeps no file open on the volume (so it can be
-        remounted or unmounted). Returns how many were closed."""
+        """Closes the cached descriptors (and mappings) once nothing was written for ``idle_s``
+        and all is checkpointed: an idle worker keeps nothing open on the volume."""
         if not len(self.fds) or self.dirty or self.clock() - self.last_write < idle_s:
             return 0
         with self.lock:
@@ -334,6 +332,7 @@ class FileSink:
             closed = len(self.fds)
             self.fds.clear()
             self.checkpoints.close()
+            self.fence.release()
         return closed
 
     def wait_unlocked(self, busy: LockBusy) -> None:
@@ -345,6 +344,7 @@ class FileSink:
         with self.lock:
             self.fds.clear()
             self.checkpoints.close()
+            self.fence.release()
 
     # -- internals (called with self.lock held) -------------------------------------------------
 

@@ -249,14 +249,8 @@ class ModelFiles:
         return None
 
     def map_shared(self, path: StrPath, size: int) -> bytearray:
-        """The file's bytes themselves (what every process sees at once); not a crash step."""
-        key = os.fspath(path)
-        if key not in self.names:
-            self.names[key] = self._new().number
-        data = self.inodes[self.names[key]].data
-        if len(data) < size:
-            data.extend(bytes(size - len(data)))
-        return data
+        """The file's bytes themselves (what every process sees at once)."""
+        return self.inodes[self.names[os.fspath(path)]].data
 
     # -- crashes --------------------------------------------------------------------------------
 
