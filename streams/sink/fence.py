@@ -18,6 +18,7 @@ compares with its replay), or the check sees the new token and the zombie stops
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 from collections.abc import Iterable
@@ -30,6 +31,8 @@ from streams.sink.positionlog import LOG_DIR
 
 __all__ = ["Fence", "FencedError"]
 
+log = logging.getLogger(__name__)
+
 TOKEN_BYTES: Final = 16
 
 
@@ -40,13 +43,14 @@ class FencedError(SinkError):
 class Fence:
     """The owner tokens of the output partitions this worker was assigned last."""
 
-    def __init__(self, files: FileLayer, root: Path) -> None:
+    def __init__(self, files: FileLayer, root: Path, created: set[Path]) -> None:
         self.files = files
+        self.created = created  # directories whose entries the next log sync makes durable
         self.dir = root / LOG_DIR
         self.worker = os.urandom(8)
         self.assignments = 0
         self.active = False  # False until the first claim (tools and tests without partitions)
-        self._maps: dict[str, bytearray | mmap.mmap] = {}
+        self._maps: dict[str, bytearray | mmap.mmap | _Read] = {}
         self._mine: dict[str, bytes] = {}
 
     def claim(self, partitions: Iterable[str]) -> None:
@@ -55,8 +59,8 @@ class Fence:
         token = self.worker + self.assignments.to_bytes(8, "big")
         self._mine = {}
         for directory in (self.dir.parent, self.dir):
-            if self.files.stat(directory) is None:
-                self.files.mkdir(directory)
+            if self.files.stat(directory) is None and self.files.mkdir(directory):
+                self.created.add(directory.parent)  # its entry synced with the logs
         for partition in sorted(partitions):
             fd = self.files.open(self._path(partition), create=True)
             try:
@@ -73,7 +77,7 @@ class Fence:
         mine = self._mine.get(partition)
         view = self._maps.get(partition)
         if view is None and mine is not None:
-            view = self._maps[partition] = self.files.map_shared(self._path(partition), TOKEN_BYTES)
+            view = self._maps[partition] = self._map(self._path(partition))
         if mine is None or view is None or view[:TOKEN_BYTES] != mine:
             raise FencedError(
                 f"output partition {partition} was assigned to another worker while this one "
@@ -85,9 +89,30 @@ class Fence:
         """Unmaps the owner files (an idle worker keeps nothing of the volume open)."""
         maps, self._maps = self._maps, {}
         for view in maps.values():
-            if isinstance(view, mmap.mmap):
+            if isinstance(view, mmap.mmap | _Read):
                 view.close()
+
+    def _map(self, path: Path) -> bytearray | mmap.mmap | _Read:
+        try:
+            return self.files.map_shared(path, TOKEN_BYTES)
+        except OSError as exc:  # ENODEV: a FUSE file system in direct-I/O mode maps nothing
+            log.info("sink: cannot map %s (%s): reading it at each check instead", path, exc)
+            return _Read(self.files, path)
 
     def _path(self, partition: str) -> Path:
         topic, _, number = partition.rpartition(":")
         return self.dir / f"{topic}-{number}.owner"
+
+
+class _Read:
+    """An owner file read at each check (one ``pread``), where it cannot be mapped."""
+
+    def __init__(self, files: FileLayer, path: Path) -> None:
+        self.files = files
+        self.fd = files.open(path, readonly=True)
+
+    def __getitem__(self, part: slice) -> bytes:
+        return self.files.pread(self.fd, part.stop, 0)
+
+    def close(self) -> None:
+        self.files.close(self.fd)

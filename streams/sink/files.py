@@ -94,7 +94,7 @@ class FileSink:
         self.max_open_files = max_open_files
         self.fds = Descriptors(files, max_open_files)
         self.logs = PositionLogs(files, self.root, fsync=fsync)
-        self.fence = Fence(files, self.root)  # the owner tokens of the partitions assigned
+        self.fence = Fence(files, self.root, self.logs.created)  # owner tokens
         self.logs.fence = self.fence.check
         self.sessions_io = SessionFiles(files, self.fds, self.logs, self._fence)
         self.lock = threading.Lock()  # one write, checkpoint or recovery at a time
