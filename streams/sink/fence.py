@@ -27,7 +27,7 @@ from typing import Final
 
 from streams.errors import SinkError
 from streams.sink.fileio import FileLayer, write_all
-from streams.sink.positionlog import LOG_DIR
+from streams.sink.positionlog import LOG_DIR, LOG_SUFFIX, log_name
 
 __all__ = ["Fence", "FencedError"]
 
@@ -100,8 +100,7 @@ class Fence:
             return _Read(self.files, path)
 
     def _path(self, partition: str) -> Path:
-        topic, _, number = partition.rpartition(":")
-        return self.dir / f"{topic}-{number}.owner"
+        return self.dir / log_name(partition).replace(LOG_SUFFIX, ".owner")
 
 
 class _Read:
