@@ -22,7 +22,7 @@ from typing import Final
 from streams.errors import SinkCorruptionError, SinkError
 from streams.sink.fdcache import Descriptors
 from streams.sink.fileio import FileLayer, read_all, write_all
-from streams.sink.position import SinkPosition, write_position
+from streams.sink.position import POSITION_NAME, SinkPosition, read_position, write_position
 from streams.sink.positionlog import PositionLogs, new_epoch
 from streams.sink.state import FILE_NAME, LOCK_NAME, SessionState, Tail, first_difference
 
@@ -85,6 +85,7 @@ class SessionFiles:
         the lock."""
         files = self.files
         for _ in range(RELOADS):
+            reopened = state.data_fd < 0 and state.loaded
             if state.data_fd < 0:
                 self.fds.reserve()
                 try:
@@ -105,6 +106,8 @@ class SessionFiles:
                 raise LockBusy(state.data_path)
             try:
                 self.fence(state)
+                if reopened and self._epoch(state) != state.position.epoch:
+                    raise _Replaced  # rebuilt while closed (its inode number may be reused)
                 if state.loaded:
                     self._check(state, known_size)
                 else:
@@ -119,6 +122,13 @@ class SessionFiles:
                 raise
             return
         raise SinkError(f"{state.directory} keeps being replaced while the sink opens it")
+
+    def _epoch(self, state: SessionState) -> int:
+        """The epoch of the directory's position file (a rebuild gives the file a new one):
+        the data file's identity where an inode number cannot tell, as it is once the
+        descriptor is closed and its inode may go to the next file created."""
+        own = read_position(f"{state.dir_path}/{POSITION_NAME}", self.files)
+        return 0 if own is None else own.epoch
 
     def wait_unlocked(self, path: str) -> None:
         """Waits (blocking, on a descriptor of its own) until nobody holds ``path``'s lock.

@@ -296,3 +296,36 @@ def test_a_worker_that_lost_its_partition_never_writes_it_again(tmp_path: Path) 
     zombie.recover(lambda s: True, [P0])
     zombie.write([line("a", 3)])
     assert offsets_in(root, "a") == [0, 1, 2, 3]
+
+
+class ReusedDataInodes(ReusedInodes):
+    """Every data file reports one inode number: two ``sink rebuild``s while the worker's
+    descriptor is out of its cache, the second given the inode the first one freed."""
+
+    @staticmethod
+    def _same(path: str, st: FileStat | None) -> FileStat | None:
+        if st is not None and path.endswith(f"/{FILE_NAME}"):
+            return FileStat((0, 4343), st.size, st.is_dir)
+        return st
+
+
+def test_a_data_file_replaced_under_a_reused_inode_is_reloaded(tmp_path: Path) -> None:
+    from streams.sink.replace import replace_session
+
+    root = tmp_path / "state"
+    worker = FileSink(root, files=ReusedDataInodes(), log_of=lambda s: P0)
+    worker.recover(lambda s: True)
+    worker.write([line("a", 0), line("a", 1)])
+    worker.checkpoint()
+    worker.release_idle(idle_s=0)  # the descriptor leaves the cache
+    assert not len(worker.fds)
+    rebuild = FileSink(root, log_of=lambda s: P0)  # `escalations sink rebuild`
+    assert replace_session(rebuild, "a", [line("a", 0), line("a", 1)]) is not None
+    worker.write([line("a", 2)])
+    worker.checkpoint()  # the source commits offset 2
+
+    # A crash; the next owner replays from offset 3: nothing.
+    after = FileSink(root, log_of=lambda s: P0)
+    after.recover(lambda s: True)
+    after.caught_up()
+    assert offsets_in(root, "a") == [0, 1, 2]
