@@ -5,6 +5,11 @@ test can run it over a model that records, per file, what was written and what a
 ``fdatasync``/``fsync``/``syncfs`` made durable, and crash it at any step
 (``tests/unit/test_sink_crash_model.py``). The layer is deliberately small: descriptors,
 positional reads and writes, the three syncs, ``flock``, ``mkdir`` and ``rename``.
+
+Links are never followed: ``OsFiles`` opens with ``openat2(RESOLVE_NO_SYMLINKS)`` (Linux 5.6+;
+elsewhere ``O_NOFOLLOW`` and a check of the parent), so a session directory or file that a
+reader replaced by a symbolic link is refused (``LinkRefused``) instead of leading the sink out
+of the state root (whose own path is resolved once, at start).
 """
 
 from __future__ import annotations
@@ -16,14 +21,18 @@ import fcntl
 import logging
 import mmap
 import os
+import platform
 import resource
 from collections.abc import Callable
 from typing import Final, NamedTuple, Protocol, cast
+
+from streams.errors import SinkCorruptionError
 
 __all__ = [
     "OS_FILES",
     "FileLayer",
     "FileStat",
+    "LinkRefused",
     "OsFiles",
     "StrPath",
     "raise_open_file_limit",
@@ -35,6 +44,16 @@ log = logging.getLogger(__name__)
 
 #: A path as the layer takes it: hot paths pass ``str`` (no ``pathlib`` on the write path).
 StrPath = str | os.PathLike[str]
+
+
+class LinkRefused(SinkCorruptionError):
+    """A symbolic link where the sink expects a file or directory of the state root."""
+
+    def __init__(self, path: StrPath) -> None:
+        super().__init__(
+            f"{path}: a symbolic link on the way, refused (the sink never follows links out "
+            "of the state root); remove the link to let the session carry on"
+        )
 
 
 class FileStat(NamedTuple):
@@ -120,7 +139,57 @@ def _load_syncfs() -> Callable[[int], int] | None:
     return cast("Callable[[int], int]", function)
 
 
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+#: ``openat2``'s number where the kernel's tables share it (x86-64, arm64); RESOLVE_NO_SYMLINKS.
+_SYS_OPENAT2: Final = {"x86_64": 437, "aarch64": 437}.get(platform.machine())
+_RESOLVE_NO_SYMLINKS: Final = 0x04
+_AT_FDCWD: Final = -100
+
+
+def _load_openat2() -> Callable[..., int] | None:
+    """libc's ``syscall`` for ``openat2``, or None where the kernel lacks it (before 5.6)."""
+    if _SYS_OPENAT2 is None or not hasattr(os, "O_NOFOLLOW"):
+        return None
+    try:
+        call = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).syscall
+    except (OSError, AttributeError):
+        return None
+    call.restype = ctypes.c_long
+    how = _OpenHow(os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, 0, _RESOLVE_NO_SYMLINKS)
+    fd = call(_SYS_OPENAT2, _AT_FDCWD, b"/", ctypes.byref(how), ctypes.sizeof(how))
+    if fd < 0:
+        return None
+    os.close(fd)
+    return cast("Callable[..., int]", call)
+
+
+def _open_no_links(path: StrPath, flags: int, mode: int) -> int:
+    """``open`` refusing a symbolic link in any component of ``path`` (``LinkRefused``)."""
+    raw = os.fsencode(path)
+    if _OPENAT2 is not None:
+        how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, _RESOLVE_NO_SYMLINKS)
+        fd = _OPENAT2(_SYS_OPENAT2, _AT_FDCWD, raw, ctypes.byref(how), ctypes.sizeof(how))
+        if fd >= 0:
+            return fd
+        code = ctypes.get_errno()
+        if code == errno.ELOOP:
+            raise LinkRefused(path)
+        raise OSError(code, os.strerror(code), os.fsdecode(raw))
+    if os.path.islink(os.path.dirname(raw)):
+        raise LinkRefused(path)
+    try:
+        return os.open(raw, flags | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LinkRefused(path) from None
+        raise
+
+
 _SYNCFS: Final = _load_syncfs()
+_OPENAT2: Final = _load_openat2()
 _DATASYNC: Final = getattr(os, "fdatasync", os.fsync)
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 
@@ -132,10 +201,10 @@ class OsFiles:
         flags = (os.O_RDONLY if readonly else os.O_RDWR) | _CLOEXEC
         if create:
             flags |= os.O_CREAT
-        return os.open(path, flags, 0o644)
+        return _open_no_links(path, flags, 0o644)
 
     def open_dir(self, path: StrPath) -> int:
-        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        return _open_no_links(path, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC, 0)
 
     def close(self, fd: int) -> None:
         os.close(fd)
@@ -158,7 +227,7 @@ class OsFiles:
 
     def stat(self, path: StrPath) -> FileStat | None:
         try:
-            st = os.stat(path)
+            st = os.stat(path, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return None
         return FileStat((st.st_dev, st.st_ino), st.st_size, _is_dir(st.st_mode))
@@ -190,11 +259,11 @@ class OsFiles:
 
     def list_dirs(self, path: StrPath) -> list[str]:
         with os.scandir(path) as entries:
-            return [e.name for e in entries if e.is_dir()]
+            return [e.name for e in entries if e.is_dir(follow_symlinks=False)]
 
     def list_files(self, path: StrPath) -> list[str]:
         with os.scandir(path) as entries:
-            return [e.name for e in entries if e.is_file()]
+            return [e.name for e in entries if e.is_file(follow_symlinks=False)]
 
     def lock(self, fd: int, *, exclusive: bool = True, blocking: bool = True) -> bool:
         operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
@@ -208,7 +277,7 @@ class OsFiles:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
     def map_shared(self, path: StrPath, size: int) -> bytearray | mmap.mmap:
-        fd = os.open(path, os.O_RDONLY | _CLOEXEC)
+        fd = _open_no_links(path, os.O_RDONLY | _CLOEXEC, 0)
         try:
             return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
         finally:
