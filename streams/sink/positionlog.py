@@ -136,9 +136,9 @@ class PositionLogs:
             return None
         return found
 
-    def known(self, session: str) -> bool:
-        """Whether any log holds an entry for the session (of any epoch)."""
-        return session in self._fold
+    def latest(self, session: str) -> SinkPosition | None:
+        """The session's newest logged position, of any epoch (None: no log holds it)."""
+        return self._fold.get(session)
 
     def recorded(self, session: str, directory: Path) -> SinkPosition | None:
         """The session's recorded position: its position file's, merged with the logs' entries

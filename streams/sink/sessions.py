@@ -5,8 +5,9 @@ Every method that reads or changes a directory runs between :meth:`SessionFiles.
 (the protocol ``escalations sink rebuild`` and ``sink verify`` follow; no lock file to create
 or keep open). ``acquire`` checks the worker's state against the files (one ``stat``): a
 replaced file (rebuild) is reloaded, bytes another writer appended become a tail to compare
-with (and its newer record is read from the position logs), a file shorter than what was
-written is corrupt. A directory's recorded position is read from its position file (if any)
+with (and its newer record is read from the position logs). A file a reader emptied, cut,
+replaced or removed is a *discontinuity*: what is there now is the base the next lines follow
+(a new epoch, the offsets kept: nothing is written twice), counted and logged. A directory's recorded position is read from its position file (if any)
 and the position logs (:mod:`streams.sink.positionlog`); checkpoints write only the logs.
 Descriptors stay open on the state (an LRU over sessions), so a batch costs a ``flock``, a
 ``stat``, one ``pwrite`` and an unlock per directory.
@@ -14,12 +15,14 @@ Descriptors stay open on the state (an LRU over sessions), so a batch costs a ``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from typing import Final
 
-from streams.errors import SinkCorruptionError, SinkError
+from streams.errors import SinkError
 from streams.sink.fdcache import Descriptors
 from streams.sink.fileio import FileLayer, read_all, write_all
 from streams.sink.position import POSITION_NAME, SinkPosition, read_position, write_position
@@ -50,12 +53,6 @@ class _Replaced(Exception):
     """The data file is not the one the state describes: reload it under a fresh lock."""
 
 
-def _rebuild_hint(state: SessionState) -> str:
-    return (
-        f"run `escalations sink rebuild --session {state.name}` to restore it from the output topic"
-    )
-
-
 class SessionFiles:
     """Opens, locks, reads and writes state directories through a file layer."""
 
@@ -75,6 +72,8 @@ class SessionFiles:
         #: Directories whose entries changed since the last checkpoint (what a per-file sync
         #: must cover where ``syncfs`` is missing).
         self.created: set[str] = set()
+        #: Files a reader emptied, cut, replaced or removed, by kind (see :meth:`_restart`).
+        self.discontinuities: Counter[str] = Counter()
 
     # -- locking -----------------------------------------------------------------------------
 
@@ -89,7 +88,7 @@ class SessionFiles:
             if state.data_fd < 0:
                 self.fds.reserve()
                 try:
-                    state.data_fd = self._open_data(state, known_size)
+                    state.data_fd = self._open_data(state)
                 except FileNotFoundError:
                     self._recreate(state, known_size)
                     continue
@@ -149,35 +148,22 @@ class SessionFiles:
         finally:
             self.fds.pinned = None
 
-    def _open_data(self, state: SessionState, known_size: int) -> int:
-        """The data file, opened to be locked; created when the directory holds none and
-        nothing says it held lines (``FileNotFoundError``: the directory is missing)."""
+    def _open_data(self, state: SessionState) -> int:
+        """The data file, opened to be locked; created when the directory holds none
+        (``FileNotFoundError``: the directory is missing)."""
         try:
             return self.files.open(state.data_path)
         except FileNotFoundError:
             if self.files.stat(state.dir_path) is None:
                 raise
-        written = max(known_size, state.position.size + state.tail)
-        if not written:
-            recorded = self.logs.recorded(state.name, state.directory)
-            written = 0 if recorded is None else recorded.size
-        if written:
-            raise SinkCorruptionError(
-                f"{state.data_path} is missing but {written} bytes were recorded as written: "
-                f"it was deleted outside the sink; {_rebuild_hint(state)}"
-            )
+        state.replaced = state.loaded  # removed by a reader: an empty file in its place
         fd = self.files.open(state.data_path, create=True)
         self.created.add(state.dir_path)  # a new entry: synced with the data
         return fd
 
     def _recreate(self, state: SessionState, known_size: int) -> None:
-        """The directory is missing: corrupt when it held lines, else create it (new)."""
+        """The directory is missing: create it (removed by a reader when it held lines)."""
         written = max(known_size, state.position.size + state.tail)
-        if written:
-            raise SinkCorruptionError(
-                f"{state.directory}: the state directory was deleted, but {written} bytes were "
-                f"written to its {FILE_NAME}; {_rebuild_hint(state)}"
-            )
         self.fds.close_state(state)
         root = os.path.dirname(state.dir_path)
         if self.files.stat(root) is None:
@@ -187,10 +173,11 @@ class SessionFiles:
         self.created.update((root, state.dir_path))
         # A directory made just now holds nothing: no need to read it under the lock.
         fresh = SinkPosition()
-        if self.logs.known(state.name):
-            # The logs hold entries of an earlier directory of this name (deleted while no
-            # worker held it): a new epoch, so that they never describe this one.
-            fresh = SinkPosition(epoch=new_epoch())
+        logged = self.logs.latest(state.name)
+        if logged is not None or written:
+            # The logs hold entries of an earlier directory of this name: a new epoch, so
+            # that they never describe this one; its offsets kept (never written twice).
+            fresh = self._discontinuity(state, 0, "removed" if written else "", logged)
             write_position(self.files, state.directory, fresh)
         state.position = state.recorded = fresh
         state.tail, state.tail_kind = 0, Tail.NONE
@@ -209,25 +196,20 @@ class SessionFiles:
         position = self.logs.recorded(state.name, state.directory)
         size = st.size
         state.identity = st.identity
-        if position is None:
+        replaced, state.replaced = state.replaced, False
+        epoch = 0 if position is None else position.epoch
+        if replaced and epoch == state.position.epoch:  # a reader's file, not a rebuild's
+            self._restart(state, size, "replaced", position)
+        elif size < max(known_size, 0 if position is None else position.size):
+            self._restart(state, size, "truncated" if size else "emptied", position)
+        elif position is None:
             state.position = state.recorded = SinkPosition()
             state.tail = size
             state.tail_kind = Tail.UNOWNED if size else Tail.NONE
         else:
-            if size < position.size:
-                raise SinkCorruptionError(
-                    f"{state.data_path} is {size} bytes but {position.size} were recorded as "
-                    f"written: the file was truncated or deleted outside the sink; "
-                    f"{_rebuild_hint(state)}"
-                )
             state.position = state.recorded = position
             state.tail = size - position.size
             state.tail_kind = Tail.FOREIGN if state.tail else Tail.NONE
-        if size < known_size:
-            raise SinkCorruptionError(
-                f"{state.data_path} is {size} bytes but this worker wrote {known_size}: the "
-                f"file was replaced or cut outside the sink; {_rebuild_hint(state)}"
-            )
         state.dirty_since = None
         state.generation += 1
         state.loaded = True
@@ -245,24 +227,68 @@ class SessionFiles:
         if st is None:
             if self.files.stat(state.dir_path) is None:
                 raise _Replaced  # the directory went away: acquire decides
-            if written or state.tail:
-                raise SinkCorruptionError(
-                    f"{state.data_path} is 0 bytes but {written} were recorded as written: the "
-                    f"file was truncated or deleted outside the sink; {_rebuild_hint(state)}"
-                )
-            if state.identity is not None:
-                raise _Replaced
+            if state.identity is not None or written or state.tail:
+                raise _Replaced  # the file went away: reopened (created empty)
             return
         if st.identity != state.identity:
-            raise _Replaced  # replaced (rebuild), or created by another writer
+            # Replaced: by a rebuild (a new epoch), a reader, or created by another writer.
+            state.replaced = state.identity is not None
+            raise _Replaced
         if st.size == state.position.size + state.tail:
             return
         if st.size < written:
-            raise SinkCorruptionError(
-                f"{state.data_path} is {st.size} bytes but {written} were written: the file "
-                f"was truncated outside the sink; {_rebuild_hint(state)}"
-            )
+            self._restart(state, st.size, "truncated" if st.size else "emptied", None)
+            return
         self._refresh(state, st.size)
+
+    def _restart(
+        self, state: SessionState, size: int, kind: str, recorded: SinkPosition | None
+    ) -> None:
+        """A reader emptied, cut or replaced the file: its whole lines are the base the next
+        lines follow (a torn line's fragment is cut), recorded at once under a new epoch."""
+        fd = state.data_fd
+        content = read_all(self.files, fd) if size else b""
+        whole = content.rfind(b"\n") + 1
+        if whole < len(content):
+            self.files.truncate(fd, whole)
+            state.changes += 1
+        position = self._discontinuity(state, whole, kind, recorded)
+        position = dataclasses.replace(position, entries=content.count(b"\n"))
+        write_position(self.files, state.directory, position)
+        state.position = state.recorded = position
+        state.tail, state.tail_kind = 0, Tail.NONE
+
+    def _discontinuity(
+        self, state: SessionState, size: int, kind: str, recorded: SinkPosition | None
+    ) -> SinkPosition:
+        """A new epoch's position of ``size`` bytes keeping every offset known of the session
+        (its lines are never written again); counted and logged as ``kind`` (if any)."""
+        known = [p for p in (state.position, state.recorded, recorded) if p is not None]
+        offsets: dict[str, int] = {}
+        for p in known:
+            for source, offset in p.offsets.items():
+                offsets[source] = max(offset, offsets.get(source, -1))
+        written = max(p.size for p in known)
+        if kind:
+            self.discontinuities[kind] += 1
+            log.warning(
+                "%s: %s outside the sink (%d bytes where %d were written): new lines follow "
+                "what is there; `escalations sink rebuild --session %s` restores every line",
+                state.data_path,
+                kind if kind != "removed" else "the directory was removed",
+                size,
+                written,
+                state.name,
+            )
+        stamps = [p.last_ts_us for p in known if p.last_ts_us is not None]
+        return SinkPosition(
+            size,
+            0,
+            offsets,
+            max(stamps) if stamps else None,
+            max(p.seq for p in known) + 1,
+            epoch=new_epoch(),
+        )
 
     def _refresh(self, state: SessionState, size: int) -> None:
         """Another writer changed the file's size: take its newer record, tail the rest."""

@@ -70,6 +70,8 @@ class SessionState:
     #: False until the directory has been read under its lock (first use, or after a
     #: replacement): until then nothing above is known.
     loaded: bool = False
+    #: A different file was found at the path (not a rebuild's): the reload takes it as is.
+    replaced: bool = False
     #: Monotonic time of the first write not yet checkpointed; None: nothing to record.
     dirty_since: float | None = None
     #: Counts the loads of the directory: a checkpoint records what it saw only if the files

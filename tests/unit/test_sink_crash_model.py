@@ -439,6 +439,7 @@ def _recover_and_replay(files: ModelFiles, committed: int, sync: str = "syncfs")
 def _check_exact(files: ModelFiles, sink: FileSink, where: str) -> None:
     assert files.files() == EXPECTED, where
     assert sink.corrupt_sessions() == {}, where
+    assert not sink.sessions_io.discontinuities, where  # a crash never looks like a reader
     for session, data in EXPECTED.items():
         position = _recorded(files, session)
         assert position is not None, where

@@ -96,6 +96,7 @@ def _converges(files: ModelFiles, committed: list[int], sync: str) -> None:
     sink.checkpoint()
     assert after.files() == EXPECTED
     assert sink.corrupt_sessions() == {}
+    assert not sink.sessions_io.discontinuities
 
 
 class TwoSinks(RuleBasedStateMachine):

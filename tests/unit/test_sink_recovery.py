@@ -243,78 +243,102 @@ def test_jsonl_without_a_position_file_is_adopted(root: Path) -> None:
     assert recorded(root).offsets == {SOURCE: 0}
 
 
-# -- damage ----------------------------------------------------------------------------------
+# -- a reader may empty, cut, replace or remove its file (issue 20) ---------------------------
 
 
-def test_file_shorter_than_recorded_is_corrupt_and_skipped_naming_the_file(root: Path) -> None:
+def test_a_file_a_reader_emptied_gets_the_next_lines_and_never_the_old_ones(root: Path) -> None:
+    sink = FileSink(root)
+    durable(sink, lines("s1", 0, 1))
+    data(root).write_bytes(b"")  # the reader took the pending escalations
+
+    result = sink.write(lines("s1", 0, 1, 2) + lines("s2", 0))  # a replay's repeats, then new
+
+    assert result.corrupt == {} and sink.corrupt_sessions() == {}
+    assert data(root).read_bytes() == expected("s1", 2)
+    assert sink.sessions_io.discontinuities == {"emptied": 1}
+    sink.checkpoint()
+    again = restarted(root)  # the new start is durable: nothing to compare, nothing cut
+    durable(again, lines("s1", 1, 2, 3))
+    assert data(root).read_bytes() == expected("s1", 2, 3)
+    assert again.sessions_io.discontinuities == {}
+
+
+def test_a_file_cut_mid_line_keeps_its_whole_lines_then_the_next(root: Path) -> None:
     durable(FileSink(root), lines("s1", 0, 1))
     path = data(root)
-    short = path.read_bytes()[:-5]
-    path.write_bytes(short)
+    path.write_bytes(path.read_bytes()[:-5])  # cut while the worker was down
 
     sink = restarted(root)
-    assert str(path) in sink.corrupt_sessions()["s1"]
-    assert str(len(short)) in sink.corrupt_sessions()["s1"]
-
-    # Writing skips the damaged session (its entries stay on the output topic for
-    # `sink rebuild`) and carries on with the others.
-    result = sink.write(lines("s1", 2) + lines("s2", 0))
-    assert str(path) in result.corrupt["s1"] and "sink rebuild" in result.corrupt["s1"]
-    assert path.read_bytes() == short  # nothing was written over the damage
-    assert list(result.positions) == ["s2"]
-    assert sink.corrupt_sessions() == result.corrupt
+    assert sink.corrupt_sessions() == {}
+    durable(sink, lines("s1", 1, 2))
+    assert path.read_bytes() == expected("s1", 0, 2)  # the torn line's fragment is gone
+    assert sink.sessions_io.discontinuities == {"truncated": 1}
 
 
-def test_a_file_truncated_under_a_running_worker_is_corrupt(root: Path) -> None:
+def test_a_file_a_reader_replaced_is_the_base_of_the_next_lines(root: Path) -> None:
     sink = FileSink(root)
-    sink.write(lines("s1", 0, 1))  # written, not yet checkpointed
-    data(root).write_bytes(b"")
+    durable(sink, lines("s1", 0, 1))
+    tmp = root / "s1" / "reader.tmp"
+    tmp.write_bytes(b'{"kept by the reader": true}\n')
+    os.replace(tmp, data(root))
 
-    result = sink.write(lines("s1", 2))
+    durable(sink, lines("s1", 1, 2))
 
-    assert "sink rebuild" in result.corrupt["s1"]
-    assert data(root).read_bytes() == b""
+    assert data(root).read_bytes() == b'{"kept by the reader": true}\n' + expected("s1", 2)
+    assert sink.sessions_io.discontinuities == {"replaced": 1}
+    assert restarted(root).known_positions()["s1"].entries == 2
 
 
-def test_deleted_jsonl_with_a_position_is_corrupt(root: Path) -> None:
-    durable(FileSink(root), lines("s1", 0))
+def test_a_file_a_reader_removed_is_created_for_the_next_lines(root: Path) -> None:
+    sink = FileSink(root)
+    durable(sink, lines("s1", 0))
     data(root).unlink()
+    durable(sink, lines("s1", 1))
+    assert data(root).read_bytes() == expected("s1", 1)
 
-    corrupt = restarted(root).corrupt_sessions()
-
-    assert str(data(root)) in corrupt["s1"]
-    assert not data(root).exists()
-
-
-def test_corruption_in_one_directory_is_reported_by_recover(root: Path) -> None:
-    durable(FileSink(root), lines("s1", 0, 1) + lines("s2", 0))
-    data(root, "s1").write_bytes(b"")
-    sink = FileSink(root)
-    assert sink.recover(owns=lambda session_id: True) == 2
-    assert str(data(root, "s1")) in sink.corrupt_sessions()["s1"]
-    assert "s2" not in sink.corrupt_sessions()
+    durable(FileSink(root), lines("s1", 2))  # another sink, later: removed while it was down
+    data(root).unlink()
+    durable(restarted(root), lines("s1", 3))
+    assert data(root).read_bytes() == expected("s1", 3)
 
 
-def test_a_state_directory_deleted_as_a_whole_is_corrupt_until_rebuilt(root: Path) -> None:
-    # Decided: the worker remembers every session it has seen written; one whose directory
-    # vanishes (position file and all) is reported, never silently started over.
+def test_a_directory_removed_under_a_worker_starts_anew_with_the_next_lines(root: Path) -> None:
     sink = FileSink(root)
     durable(sink, lines("s1", 0, 1))
     shutil.rmtree(root / "s1")
 
     result = sink.write(lines("s1", 2) + lines("s2", 0))
 
-    assert "deleted" in result.corrupt["s1"] and "sink rebuild" in result.corrupt["s1"]
-    assert not (root / "s1").exists()  # not recreated holding only the newest lines
-    sink.recover(lambda session_id: True)  # a rebalance does not forget it
-    assert "s1" in sink.corrupt_sessions()
+    assert result.corrupt == {}
+    assert data(root).read_bytes() == expected("s1", 2)
+    assert sink.sessions_io.discontinuities == {"removed": 1}
+    sink.checkpoint()
+    durable(restarted(root), lines("s1", 0, 1, 2, 3))  # a replay: the old lines never return
+    assert data(root).read_bytes() == expected("s1", 2, 3)
 
-    # `escalations sink rebuild` restores it; the worker picks it up on its next batch.
-    assert replace_session(FileSink(root), "s1", lines("s1", 0, 1, 2)) is not None
-    durable(sink, lines("s1", 2, 3))
-    assert sink.corrupt_sessions() == {}
-    assert data(root).read_bytes() == expected("s1", 0, 1, 2, 3)
-    assert recorded(root).entries == 4
+
+def test_a_directory_removed_while_no_worker_ran_is_forgotten_not_resurrected(root: Path) -> None:
+    durable(FileSink(root), lines("s1", 0, 1) + lines("s2", 0))
+    shutil.rmtree(root / "s1")  # the session ended; its directory archived
+
+    sink = restarted(root)
+    sink.caught_up()
+    sink.checkpoint()
+    assert not (root / "s1").exists()
+    assert "s1" not in sink.known_positions()
+
+
+def test_rebuild_restores_every_line_of_a_file_a_reader_emptied(root: Path) -> None:
+    worker = FileSink(root)
+    durable(worker, lines("s1", 0, 1, 2))
+    data(root).write_bytes(b"")
+    durable(worker, lines("s1", 3))
+
+    assert replace_session(FileSink(root), "s1", lines("s1", 0, 1, 2, 3)) is not None
+    durable(worker, lines("s1", 3, 4))
+
+    assert data(root).read_bytes() == expected("s1", 0, 1, 2, 3, 4)
+    assert recorded(root).entries == 5
 
 
 # -- rebuild beside a running worker ------------------------------------------------------------
@@ -335,22 +359,6 @@ def test_rebuild_refuses_a_file_with_lines_it_has_not_read_yet(root: Path) -> No
     assert data(root).read_bytes() == expected("s1", 0, 1, 2, 3)
     assert recorded(root).entries == 4
     assert worker.corrupt_sessions() == {}
-
-
-def test_a_truncated_file_is_rebuilt_and_picked_up_on_the_next_batch(root: Path) -> None:
-    worker = FileSink(root)
-    durable(worker, lines("s1", 0, 1, 2))
-    data(root).write_bytes(data(root).read_bytes()[:10])
-    assert worker.write(lines("s1", 3)).corrupt
-
-    assert replace_session(FileSink(root), "s1", lines("s1", 0, 1, 2, 3)) is not None
-    durable(worker, lines("s1", 3, 4))
-
-    assert worker.corrupt_sessions() == {}
-    assert data(root).read_bytes() == expected("s1", 0, 1, 2, 3, 4)
-
-
-# -- descriptors -----------------------------------------------------------------------------
 
 
 def test_open_descriptors_stay_under_the_bound_whatever_the_number_of_sessions(
