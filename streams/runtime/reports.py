@@ -98,6 +98,10 @@ class PositionReports:
         for session_id in session_ids:
             self.pending[session_id] = None
 
+    def quiet(self) -> bool:
+        """Nothing pending, nothing being sent."""
+        return not self.pending and self._sending is None
+
     def due(self) -> bool:
         return bool(self.pending) and self.clock() - self.sent_at >= self.interval_s
 
@@ -160,6 +164,8 @@ class FlushAtStop(Service):
 
     async def on_stop(self) -> None:
         pending = len(self.reports.pending)
+        if self.reports.quiet():
+            return
         try:
             sent = await asyncio.wait_for(self.reports.flush(), self.timeout_s)
         except TimeoutError:
