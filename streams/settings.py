@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_DLQ_TOPIC",
     "DEFAULT_INPUT_TOPIC",
     "DEFAULT_OUTPUT_TOPIC",
+    "DEFAULT_SESSION_RETENTION_S",
     "DEFAULT_STATE_ROOT",
     "MAX_RECORD_BYTES",
     "MAX_REQUEST_BYTES",
@@ -42,6 +43,7 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 #: A dead-letter copy is the input plus ~2 KB of headers, so it stays below this too.
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 MAX_REQUEST_BYTES = MAX_RECORD_BYTES + 64 * 1024  # a record plus its headers and framing
+DEFAULT_SESSION_RETENTION_S = 7 * 24 * 3600.0  # ESCALATIONS_SESSION_RETENTION: a week
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
@@ -92,6 +94,9 @@ class Settings:
     #: SIGTERM: the batch in hand is finished (or abandoned, uncommitted) and the worker
     #: exits within this many seconds, broker or no broker.
     drain_timeout_s: float = 10.0
+    #: A session idle longer than this is forgotten: the sink forgets it (a tombstone on the
+    #: reports topic), and the sessions view drops a session whose latest report is older.
+    session_retention_s: float = DEFAULT_SESSION_RETENTION_S
 
     @property
     def broker_url(self) -> str:
@@ -328,6 +333,12 @@ def _load(env: Mapping[str, str]) -> Settings:
         ),
         drain_timeout_s=_float(
             env, "ESCALATIONS_DRAIN_TIMEOUT", 10.0, "ESCALATIONS_DRAIN_TIMEOUT=10"
+        ),
+        session_retention_s=_float(
+            env,
+            "ESCALATIONS_SESSION_RETENTION",
+            DEFAULT_SESSION_RETENTION_S,
+            "ESCALATIONS_SESSION_RETENTION=604800",
         ),
         input_topic=topics["input_topic"],
         output_topic=topics["output_topic"],

@@ -8,14 +8,16 @@ and registers on the app the startup task, the timers and the web views. ``strea
 The hot path is two batched sources (Faust services with their own consumer groups): the
 map source reads bus events, maps, produces entries and dead letters; the sink source reads
 entries and writes the files, and commits only after that. The file sink reports positions
-on a small topic that every worker reads whole (the sessions view).
+on a small topic that every worker reads (the sessions view, bounded by the live sessions: a
+session the sink forgets is tombstoned through ``Runtime.forget_sessions``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
@@ -36,11 +38,12 @@ from streams.runtime.metrics import Metrics
 from streams.runtime.partitioner import partition_for
 from streams.runtime.reports import (
     REPORT_INTERVAL_S,
+    FlushAtStop,
     PositionReports,
-    ReportsReader,
     position_view,
 )
 from streams.runtime.sender import BatchSender
+from streams.runtime.sessions import ReportsReader, SessionsView
 from streams.runtime.source import Batch, BatchSource
 from streams.runtime.stages import MapStage, SinkStage
 from streams.runtime.stats import Stats
@@ -95,8 +98,10 @@ class Runtime:
         self.sink.on_sync = self.metrics.sync_seconds.observe
         self.reports_topic_name = reports_topic(settings)
         self.reports = PositionReports(BatchSender(self._producer, self.reports_topic_name))
-        #: Every session's latest report, read by every worker (built when the app starts).
+        #: Every live session's latest report, any worker's (fed once the app has started).
+        self.sessions = SessionsView(settings.session_retention_s)
         self.reports_reader: ReportsReader | None = None
+        self._loop_thread: int | None = None
 
     # -- what Faust calls ------------------------------------------------------------------
 
@@ -145,6 +150,7 @@ class Runtime:
     async def start(self) -> None:
         """Check the state root, topics and schema ids, then start the batched sources."""
         settings = self.settings
+        self._loop_thread = threading.get_ident()
         for warning in settings.warnings:
             log.warning("settings: %s", warning)
         try:
@@ -210,11 +216,21 @@ class Runtime:
         self.reports_reader = ReportsReader(
             bootstrap=settings.bootstrap,
             topic=self.reports_topic_name,
+            partitions=settings.partitions,
+            view=self.sessions,
             client_options=settings.kafka.aiokafka_kwargs(),
             loop=self.app.loop,
             beacon=self.app.beacon,
         )
-        for service in [*self.sources, self.reports_reader]:
+        # The app stops its children in reverse: the sources (their last checkpoint records
+        # positions), then the flush of the pending reports, then (Faust's) the producer.
+        flush = FlushAtStop(
+            self.reports,
+            settings.drain_timeout_s * 0.3,
+            loop=self.app.loop,
+            beacon=self.app.beacon,
+        )
+        for service in [flush, *self.sources, self.reports_reader]:
             await self.app.add_runtime_dependency(service)
         log.info(
             "escalations: %s -> %s -> %s (dead letters: %s), %d partitions",
@@ -278,9 +294,25 @@ class Runtime:
         return None
 
     def session_views(self) -> dict[str, Any]:
-        """Every session's latest reported position (any worker's), for the web view."""
-        reader = self.reports_reader
-        return {} if reader is None else reader.parsed()
+        """Every live session's latest reported position (any worker's), for the web view."""
+        return self.sessions.all()
+
+    def session_view(self, session_id: str) -> Any | None:
+        """One session's latest reported position (any worker's), or None."""
+        return self.sessions.get(session_id)
+
+    def forget_sessions(self, session_ids: Iterable[str]) -> None:
+        """**The sink's hook**: these sessions are forgotten (their directory is gone, or they
+        were idle longer than ``ESCALATIONS_SESSION_RETENTION``). Each gets a tombstone on the
+        reports topic (sent with the next reports, on the session's partition), so every
+        worker's sessions view drops it. May be called from any thread; returns at once."""
+        ids = list(session_ids)
+        if not ids:
+            return
+        if self._loop_thread in (None, threading.get_ident()):
+            self.reports.forget(ids)
+        else:
+            self.app.loop.call_soon_threadsafe(self.reports.forget, ids)
 
     def current_sources(self) -> list[BatchSource]:
         return list(self.sources)
@@ -356,6 +388,7 @@ def build(settings: Settings, **parts: Any) -> Runtime:
         app,
         sink=rt.sink,
         reports=rt.session_views,
+        report=rt.session_view,
         metrics=rt.metrics,
         sources=rt.current_sources,
         unhealthy=rt.unhealthy,

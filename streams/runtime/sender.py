@@ -17,7 +17,7 @@ __all__ = ["PARTITION_CACHE_KEYS", "BatchSender"]
 PARTITION_CACHE_KEYS = 100_000
 
 
-def _append(builder: Any, key: bytes, value: bytes) -> Any:
+def _append(builder: Any, key: bytes, value: bytes | None) -> Any:
     """The record's metadata in ``builder``, or None when the builder is full."""
     return builder.append(key=key, value=value, timestamp=None)
 
@@ -37,9 +37,12 @@ class BatchSender:
         self.partitions = 0
         self._partition_of: dict[bytes, int] = {}
 
-    async def __call__(self, records: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
-        """Sends ``records``; returns once the broker acknowledged every one, with each
-        record's (partition, offset) in order (offset -1 where the broker gave none).
+    async def __call__(
+        self, records: Sequence[tuple[bytes, bytes | None]]
+    ) -> list[tuple[int, int]]:
+        """Sends ``records`` (a value None is a tombstone); returns once the broker
+        acknowledged every one, with each record's (partition, offset) in order (offset -1
+        where the broker gave none).
 
         A partition's builders go one at a time, each once the one before it is acknowledged,
         and none after one that failed: the sink skips a session's lines at or below the last
@@ -61,7 +64,8 @@ class BatchSender:
                 chain.append(producer.create_batch())
                 counts[partition] = 0
                 if _append(chain[-1], key, value) is None:
-                    raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
+                    size = 0 if value is None else len(value)
+                    raise ValueError(f"a record of {size} bytes does not fit a batch")
             where.append((partition, len(chain) - 1, counts[partition]))
             counts[partition] += 1
         sent = await asyncio.gather(

@@ -24,12 +24,17 @@ def install(
     *,
     sink: FileSink,
     reports: Callable[[], Mapping[str, Any]],
+    report: Callable[[str], Any | None],
     metrics: Metrics,
     sources: Callable[[], list[BatchSource]],
     unhealthy: Callable[[], str | None],
     view: PositionView,
 ) -> None:
-    """Register the operator's views on the app's web server (127.0.0.1 by default)."""
+    """Register the operator's views on the app's web server (127.0.0.1 by default).
+
+    ``reports`` gives every live session's latest report (any worker's), ``report`` one
+    session's: a request for one session looks up that one, parsing nothing else.
+    """
 
     @app.page("/healthz")
     async def healthz(self: View, request: Request) -> Response:
@@ -59,8 +64,16 @@ def install(
         for session, position in sink.known_positions().items():
             merged[session] = view(position)
         for session, reason in sink.corrupt_sessions().items():
-            merged.setdefault(session, {})["corrupt"] = reason
+            merged[session] = {**merged.get(session, {}), "corrupt": reason}  # views' own: copied
         return dict(sorted(merged.items()))
+
+    def _session(session_id: str) -> Any | None:
+        position = sink.known_positions().get(session_id)
+        found = report(session_id) if position is None else view(position)
+        corrupt = sink.corrupt_sessions().get(session_id)
+        if corrupt is not None:
+            found = {**(found or {}), "corrupt": corrupt}
+        return found
 
     @app.page("/escalations/sessions/")
     async def sessions(self: View, request: Request) -> Response:
@@ -71,7 +84,7 @@ def install(
     async def one_session(self: View, request: Request, session_id: str) -> Response:
         if session_id_problem(session_id) is not None:
             return self.json({"error": "not a session id"}, status=400)
-        found = _sessions().get(session_id)
+        found = _session(session_id)
         if found is None:
             return self.json({"error": f"no state directory {session_id!r}"}, status=404)
         return self.json(found)
