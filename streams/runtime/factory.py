@@ -51,6 +51,7 @@ from streams.runtime.topics import ensure_topics, reports_topic
 from streams.security import check_connection
 from streams.settings import Settings
 from streams.sink.files import FileSink
+from streams.sink.retention import Retention
 
 __all__ = ["EXIT_FATAL", "Runtime", "build", "create_app"]
 
@@ -117,7 +118,7 @@ class Runtime:
             log.info(
                 "sink: checkpoints make files under %s durable by %s",
                 self.sink.root,
-                self.sink.durability().describe(),
+                self.sink.syncer.durability().describe(),
             )
         else:
             log.warning(
@@ -186,6 +187,8 @@ class Runtime:
             self.stats,
             self.reports.written,
             handoff=self.handoff,
+            retention=Retention(self.sink, settings.session_retention_s),
+            on_forgotten=self.forget_sessions,
         )
         self.sources = [
             BatchSource(
@@ -202,7 +205,8 @@ class Runtime:
                 handle=self._handler("sink", sink_stage.process, self.reports.send_if_due),
                 on_assigned=self.on_sink_assigned,
                 summary=lambda: (
-                    f"{self.stats.summary()}; {self.sync_summary()}; {self.sink.summary()}"
+                    f"{self.stats.summary()}; {self.sync_summary()}; "
+                    f"{self.sink.checkpoints.summary(self.sink.fds)}"
                 ),
                 # Commits only after a checkpoint made what was handled durable.
                 checkpoint=self._sink_checkpoint(sink_stage),
@@ -319,7 +323,7 @@ class Runtime:
 
     def sync_summary(self) -> str:
         return (
-            f"durable appends {self.sink.syncs} in {self.sink.sync_seconds:.3f}s; "
+            f"durable appends {self.sink.checkpoints.recorded} in {self.sink.checkpoints.seconds:.3f}s; "
             f"lines handed over {self.handoff.hits}"
         )
 

@@ -79,7 +79,7 @@ class _Live:
             "root: syncfs, fsync, or off) and the root's file system.",
             labels=["mode", "file_system"],
         )
-        choice = self.sink.durability()
+        choice = self.sink.syncer.durability()
         sync.add_metric([choice.mode.value if self.sink.fsync else "off", choice.file_system], 1)
         yield sync
         sources = self.sources()

@@ -24,6 +24,7 @@ from streams.runtime.stats import Stats
 from streams.sink.checkpoint import CheckpointResult
 from streams.sink.files import FileSink, LockBusy
 from streams.sink.position import SinkPosition
+from streams.sink.retention import Retention
 
 __all__ = ["MapStage", "OnWritten", "RawRecord", "Send", "SendAll", "SinkStage"]
 
@@ -162,6 +163,8 @@ class SinkStage:
         on_written: OnWritten | None = None,
         retries: int = 8,
         handoff: Handoff | None = None,
+        retention: Retention | None = None,
+        on_forgotten: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.decoder = decoder
         self.sink = sink
@@ -170,6 +173,10 @@ class SinkStage:
         self.on_written = on_written
         self.retries = retries
         self.handoff = handoff
+        #: Forgets ended sessions, a slice after each checkpoint (``streams.sink.retention``);
+        #: ``on_forgotten`` hears of them (the sessions view's tombstones).
+        self.retention = retention
+        self.on_forgotten = on_forgotten
 
     async def process(self, records: Sequence[RawRecord]) -> None:
         """Write a batch: one ``pwrite`` per state directory, on cached descriptors."""
@@ -227,6 +234,14 @@ class SinkStage:
         if self.on_written is not None:
             for session_id, position in result.positions.items():
                 self.on_written(session_id, position)
+        if self.retention is not None:
+            ended = await self._retry("sweep", lambda: self._inline(self._sweep))
+            if ended and self.on_forgotten is not None:
+                self.on_forgotten(ended)
+
+    def _sweep(self, *, wait: bool = False) -> list[str]:
+        assert self.retention is not None
+        return self.retention.sweep()
 
     async def _checkpoint(self) -> CheckpointResult:
         """The syncs in a thread (long system calls); the positions taken inline, a slice at a

@@ -70,6 +70,11 @@ class Fence:
             self._mine[partition] = token
         self.active = True
 
+    def owns(self, partition: str) -> bool:
+        """Whether the partition was assigned to this worker at its last claim (all are, to
+        tools and tests that claim none)."""
+        return not self.active or partition in self._mine
+
     def check(self, partition: str) -> None:
         """Raises ``FencedError`` unless this worker is still the partition's last assignee."""
         if not self.active:

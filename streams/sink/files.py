@@ -26,7 +26,7 @@ from typing import Final
 from streams.core.records import SinkLine, session_id_problem
 from streams.errors import SinkCorruptionError, SinkError
 from streams.sink.checkpoint import CheckpointResult, Checkpoints
-from streams.sink.durability import SyncChoice, SyncMode
+from streams.sink.durability import SyncMode
 from streams.sink.fdcache import Descriptors
 from streams.sink.fence import Fence
 from streams.sink.fileio import OS_FILES, FileLayer, write_all
@@ -134,10 +134,6 @@ class FileSink:
             ) from exc
         self.syncer.decide(self.max_open_files)  # for the root as it is now mounted
 
-    def durability(self) -> SyncChoice:
-        """How checkpoints make the files under the root durable (see ``durability``)."""
-        return self.syncer.durability()
-
     def directory(self, session_id: str) -> Path:
         problem = session_id_problem(session_id)
         if problem is not None:
@@ -174,23 +170,9 @@ class FileSink:
             self.logs.refresh()
             return self.logs.recorded(session_id, directory)
 
-    @property
-    def syncs(self) -> int:
-        """Positions recorded durably so far (one per written directory and checkpoint)."""
-        return self.checkpoints.recorded
-
-    @property
-    def sync_seconds(self) -> float:
-        """Wall time of the checkpoints so far."""
-        return self.checkpoints.seconds
-
     def checkpoint_due(self) -> bool:
         """Enough bytes were written since the last checkpoint to take one now."""
         return self.unsynced_bytes >= self.checkpoint_bytes
-
-    def summary(self) -> str:
-        """The sink's counters, for the worker's log lines."""
-        return self.checkpoints.summary(self.fds)
 
     # -- the work -------------------------------------------------------------------------------
 
@@ -252,6 +234,7 @@ class FileSink:
         Called on partition assignment (in a thread: it does file I/O). Bytes past a recorded
         position are kept for the replay to compare with (see :meth:`caught_up`).
         """
+        partitions = None if partitions is None else list(partitions)
         with self.lock:
             self.assignment += 1  # a checkpoint begun before now must not finish
             if partitions is not None:
@@ -264,12 +247,14 @@ class FileSink:
             self.views.healthy()
             self.logs.refresh()  # what every worker recorded, up to now
             known = {name for name, position in self.views.known.items() if position.size}
-            present = set(self.sessions())
-            names = [n for n in sorted(present | known) if owns(n)]
+            if partitions is None:  # tools and tests: every directory under the root
+                logged = set(self.sessions())
+            else:  # what the assigned partitions' logs know: never a listing of the root
+                logged = set().union(*(self.logs.sessions_of(p) for p in partitions))
+            names = [n for n in sorted(logged | known) if owns(n)]
             # What this worker wrote to a file is no measure of it now: another owner may
-            # have cut what was never recorded since. The recorded positions are. (A
-            # directory gone as a whole stays known: it is reported, not started over.)
-            self.views.unseen(present.intersection(names))
+            # have cut what was never recorded since. The recorded positions are.
+            self.views.unseen(set(names))
             busy = self._reload(names)
         while busy:  # locked by another process: waited for holding no lock of ours
             for path in busy.values():
@@ -282,7 +267,9 @@ class FileSink:
         """Loads each session's directory (under the sink's lock); returns those another
         process holds locked, and the file to wait on."""
         busy: dict[str, str] = {}
-        for name in names:
+        gone = [n for n in names if self.files.stat(self.root / n) is None]
+        self.forget_sessions(gone)  # the sessions ended and their directories went
+        for name in sorted(set(names).difference(gone)):
             try:
                 state = self._state(name)
                 self.locked(state, lambda s: None, wait=False)
@@ -440,6 +427,16 @@ class FileSink:
 
     def _fence(self, state: SessionState) -> None:
         self.fence.check(state.source)
+
+    def forget_sessions(self, names: Iterable[str]) -> None:
+        """Forgets ended sessions (lock held): their state, their views, and (a tombstone in
+        the log of a partition this worker owns) their recorded positions."""
+        names = list(names)
+        for name in names:
+            self.forget(name)
+            self.views.unseen({name})
+            self.views.healthy(name)
+        self.logs.forget(names, self.fence.owns)
 
     def forget(self, session_id: str) -> None:
         """Drops what is held of a session (its descriptors, its state), not what was seen."""

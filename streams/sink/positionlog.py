@@ -7,7 +7,8 @@ appends a frame per partition under the log's ``flock``. Only a torn *tail* is e
 synced: nothing was committed on it); an intact frame this version cannot read, or a damaged
 one with intact frames after it, stops the worker. A log past :data:`COMPACT_BYTES` is
 rewritten as its newest entries (temporary file, synced, renamed, under the lock of the file
-at the path).
+at the path). A *tombstone* (an entry of size -1) forgets a session (``streams.sink.retention``):
+the fold drops it, and the next rewrite leaves it out.
 
 A session's recorded position is its position file's (``sink rebuild``, adopted files) merged
 with the logs' entries of the same *epoch*: 0 for a file the sink created, a fresh random
@@ -38,6 +39,7 @@ __all__ = [
     "merge",
     "new_epoch",
     "read_recorded",
+    "tombstone",
 ]
 
 #: The logs' directory under the state root (a reserved name: never a session id).
@@ -136,6 +138,11 @@ class PositionLogs:
             return None
         return found
 
+    def sessions_of(self, source: str) -> set[str]:
+        """The sessions the output partition's log holds entries of (as last read)."""
+        log = self._logs.get(log_name(source))
+        return set() if log is None else set(log.sessions)
+
     def latest(self, session: str) -> SinkPosition | None:
         """The session's newest logged position, of any epoch (None: no log holds it)."""
         return self._fold.get(session)
@@ -174,10 +181,11 @@ class PositionLogs:
         try:
             st = files.fstat(fd)
             identity = (st.identity, log_id(files, fd))
+            before: set[str] = set()
             if identity != log.identity:  # new, or rewritten: read it whole
                 log.identity, log.end = identity, 0
                 log.compacted = st.size
-                log.sessions.clear()
+                before, log.sessions = log.sessions, set()
             if st.size > log.end:
                 raw = files.pread(fd, st.size - log.end, log.end)
                 try:
@@ -190,6 +198,8 @@ class PositionLogs:
                     ) from exc
                 self._apply(entries, log)
                 log.end += good
+            if before:  # sessions the rewrite dropped (forgotten) leave the fold too
+                self._drop(before - log.sessions)
         finally:
             if own:
                 files.close(fd)
@@ -204,6 +214,10 @@ class PositionLogs:
         for name, position in entries:
             if not name:
                 continue  # the log's identity (its first frame)
+            if position.size < 0:  # a tombstone: the session was forgotten
+                held.discard(name)
+                fold.pop(name, None)
+                continue
             held.add(name)
             old = fold.get(name)
             if old is None:
@@ -212,6 +226,26 @@ class PositionLogs:
                 fold[name] = merge(old, position)
             elif position.seq >= old.seq:
                 fold[name] = position
+
+    def forget(self, names: Iterable[str], writable: Callable[[str], bool]) -> None:
+        """Forgets sessions: a tombstone in each log holding one whose partition is
+        ``writable`` (this worker's), else only out of this worker's memory."""
+        names = set(names)
+        for log in list(self._logs.values()):
+            held = sorted(names & log.sessions)
+            topic, _, partition = log.path.name.removesuffix(LOG_SUFFIX).rpartition("-")
+            source = f"{topic}:{partition}"
+            if held and writable(source):
+                self.append(source, [(n, tombstone(self._fold.get(n))) for n in held])
+            log.sessions.difference_update(held)
+        for name in names:
+            self._fold.pop(name, None)
+
+    def _drop(self, names: set[str]) -> None:
+        """Forgets ``names`` where no other log holds them."""
+        for name in names:
+            if not any(name in log.sessions for log in self._logs.values()):
+                self._fold.pop(name, None)
 
     # -- writing (the checkpoint) ---------------------------------------------------------------
 
@@ -277,6 +311,7 @@ class PositionLogs:
             self.fence(log.source)
             self._catch_up(log, fd)
             fold = self._fold
+            log.sessions.intersection_update(fold)  # forgotten (a tombstone) elsewhere
             frame = header(log_id) + encode_frame((s, fold[s]) for s in sorted(log.sessions))
             tmp = self.dir / (name + ".tmp")
             tmp_fd = files.open(tmp, create=True)
@@ -341,6 +376,14 @@ class PositionLogs:
             if log.fd >= 0:
                 self.files.close(log.fd)
                 log.fd = -1
+
+
+def tombstone(last: SinkPosition | None) -> SinkPosition:
+    """The entry that forgets a session: size -1 (read by earlier versions as an older record
+    of the same epoch, which their merge ignores)."""
+    return SinkPosition(
+        -1, 0, {}, None, 0 if last is None else last.seq, epoch=last.epoch if last else 0
+    )
 
 
 def read_recorded(root: Path, session: str, files: FileLayer = OS_FILES) -> SinkPosition | None:

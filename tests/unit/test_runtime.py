@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import pytest
 from aiokafka import TopicPartition
 
+from streams.core.records import SinkLine
 from streams.errors import SinkError
 from streams.runtime.factory import Runtime, build
 from streams.runtime.reports import PositionReports, position_view
@@ -200,7 +201,10 @@ async def test_an_io_error_during_recovery_stops_the_worker(tmp_path: Path) -> N
     # on consuming without its sink (it would answer /readyz 503 forever).
     root = tmp_path / "state"
     rt = build(_settings(root), fatal=_fatal)
-    (root / "s1").mkdir(parents=True)
-    (root / "s1" / "pending_escalations.jsonl").mkdir()  # a directory where the file should be
+    rt.sink.write([SinkLine("s1", b"{}\n", "bus-events:0", 0, 1)])
+    rt.sink.checkpoint()  # s1 is in its partition's position log: recovery reloads it
+    data = root / "s1" / "pending_escalations.jsonl"
+    data.unlink()
+    data.mkdir()  # a directory where the file should be
     with pytest.raises(Stopped, match="cannot recover the state under"):
         await rt.on_sink_assigned({TopicPartition(rt.settings.output_topic, p) for p in range(4)})

@@ -123,7 +123,7 @@ def test_a_fuse_root_is_synced_file_by_file(
     sink.check_root()
     sink.write([*lines("s1", 0), *lines("s2", 1)])
     sink.checkpoint()
-    assert sink.durability().mode is SyncMode.FSYNC
+    assert sink.syncer.durability().mode is SyncMode.FSYNC
     assert spy.synced("syncfs") == []
     data = {str(tmp_path / "state" / s / FILE_NAME) for s in ("s1", "s2")}
     assert data <= set(spy.synced("fdatasync"))
