@@ -82,6 +82,10 @@ def fake() -> FakeTime:
 @pytest.fixture
 def mock() -> Iterator[respx.MockRouter]:
     with respx.mock(base_url=URL, assert_all_called=False) as router:
+        # The compatibility level a new schema is tested under (BACKWARD: the latest version).
+        router.get(url__regex=r"/config(/.*)?$").mock(
+            return_value=_ok({"compatibilityLevel": "BACKWARD"})
+        )
         yield router
 
 
@@ -285,10 +289,21 @@ async def test_an_auth_refusal_is_not_retried_and_names_the_credentials_variable
     _no_httpx_inside(decode.value)
 
 
-async def test_an_unknown_id_is_none(mock: respx.MockRouter, fake: FakeTime) -> None:
+async def test_an_unknown_id_is_none_once_its_grace_is_spent(
+    mock: respx.MockRouter, fake: FakeTime
+) -> None:
     route = mock.get("/schemas/ids/4242").mock(return_value=SCHEMA_NOT_FOUND)
-    assert await _registry(fake).fetch(4242) is None
-    assert route.call_count == 1
+    registry = _registry(fake, unknown_id_grace_s=60.0)
+
+    assert await registry.fetch(4242) is None
+    assert sum(fake.sleeps) == pytest.approx(60.0)
+    asked = route.call_count
+    assert asked > 10
+    # Spent: the id is not granted another grace.
+    assert await registry.fetch(4242) is None
+    assert route.call_count == asked + 1
+    assert sum(fake.sleeps) == pytest.approx(60.0)
+    assert registry.waiting() is None
 
 
 @pytest.mark.parametrize(
@@ -430,7 +445,8 @@ async def test_an_unknown_id_is_asked_once_per_ttl_and_is_a_record_error(
 ) -> None:
     value = Codec({4242: STORE.current(ENTRY)}).encode(4242, _entry_datum())
     route = mock.get("/schemas/ids/4242").mock(return_value=SCHEMA_NOT_FOUND)
-    decoder = Decoder(Codec({}), _registry(fake), clock=fake.clock, unknown_ttl_s=5.0)
+    registry = _registry(fake, unknown_id_grace_s=0.0)  # no grace: the memo alone
+    decoder = Decoder(Codec({}), registry, clock=fake.clock, unknown_ttl_s=5.0)
 
     for _ in range(3):
         with pytest.raises(UnknownSchemaIdError):
