@@ -22,7 +22,7 @@ from streams.contracts.registry import HttpRegistry
 from streams.contracts.schemas import BUS_EVENT, ENTRY
 from streams.core.busjson import BusJson
 from streams.core.records import entry_datum
-from streams.ops.rebuild import rebuild
+from streams.ops.rebuild import gave_up_messages, rebuild
 from streams.ops.sample import bus_events
 from streams.runtime.factory import build
 from streams.runtime.topics import job_topics
@@ -181,3 +181,26 @@ def test_rebuild_waits_for_a_registry_that_is_behind(
     assert (report.undecodable, report.unknown_ids, report.gave_up) == (0, {}, [])
     assert time.monotonic() - started >= 1.0  # it waited for the registry
     assert {s: (root / s / FILE_NAME).read_bytes() for s in expected} == expected
+
+    # A registry that stays behind past the grace: the files are kept as they are, and the
+    # registry, not a worker, is named as the cause.
+    registry.not_ready()
+    report = asyncio.run(
+        rebuild(
+            FileSink(root),
+            Codec({}),
+            HttpRegistry(registry.url, STORE, unknown_id_grace_s=0.5),
+            job.bootstrap,
+            job.settings.output_topic,
+            job.settings.partitions,
+            None,
+            idle_s=1.0,
+        )
+    )
+    entries = sum(data.count(b"\n") for data in expected.values())
+    assert report.unknown_ids == {entry_id: entries}
+    assert report.gave_up == report.blocked == sorted(expected)
+    assert {s: (root / s / FILE_NAME).read_bytes() for s in expected} == expected
+    messages = gave_up_messages(report, job.settings)
+    assert len(messages) == len(expected)
+    assert all("the registry is the cause" in m and f"ids {entry_id}" in m for m in messages)
