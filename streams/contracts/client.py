@@ -80,6 +80,7 @@ class RegistryClient:
         self._logged_at = 0.0
         self._problem = ""  # the last failure, while failing
         try:
+            urlsplit(url).port  # noqa: B018 (raises ValueError on a malformed port)
             self.client = AsyncSchemaRegistryClient(
                 url=url, timeout=httpx.Timeout(request_timeout_s)
             )

@@ -39,8 +39,11 @@ calls parse any body as JSON), so a response hook screens every answer first: 40
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from fastavro.schema import SchemaParseException
@@ -118,10 +121,25 @@ class HttpRegistry(RegistryClient):
         url: str,
         store: SchemaStore,
         *,
+        security: ClientSecurity | None = None,
+        startup_timeout_s: float = 60.0,
         unknown_id_grace_s: float = 60.0,
-        **options: Any,
+        backoff_s: tuple[float, float] = (0.2, 5.0),
+        log_every_s: float = 10.0,
+        request_timeout_s: float = 10.0,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(url, **options)
+        super().__init__(
+            url,
+            security=security,
+            startup_timeout_s=startup_timeout_s,
+            backoff_s=backoff_s,
+            log_every_s=log_every_s,
+            request_timeout_s=request_timeout_s,
+            sleep=sleep,
+            clock=clock,
+        )
         self.store = store
         self.unknown_id_grace_s = unknown_id_grace_s
         self._not_found: dict[int, float] = {}  # id -> its first 404 (within its grace)

@@ -273,3 +273,13 @@ def test_schemas_check_names_the_versions_the_registry_refuses(keep_logging: Non
     assert "compatibility FULL_TRANSITIVE" in result.stderr
     assert "incompatible with version 1 (compatible with the latest, version 2)" in (result.stderr)
     assert json.dumps(STORE.current(ENTRY)) not in result.stderr
+
+
+def test_the_grace_is_a_setting_that_may_be_zero() -> None:
+    from streams.errors import ConfigError
+    from streams.settings import load
+
+    assert load({}).registry_unknown_id_grace_s == 60.0
+    assert load({"ESCALATIONS_REGISTRY_UNKNOWN_ID_GRACE": "0"}).registry_unknown_id_grace_s == 0
+    with pytest.raises(ConfigError, match="ESCALATIONS_REGISTRY_UNKNOWN_ID_GRACE='-1'"):
+        load({"ESCALATIONS_REGISTRY_UNKNOWN_ID_GRACE": "-1"})
