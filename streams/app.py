@@ -7,11 +7,14 @@ the same app (see ``streams.runtime.factory``).
 from __future__ import annotations
 
 from streams.runtime.factory import create_app
+from streams.security import redact_logs
 from streams.settings import load
 
 __all__ = ["app", "main"]
 
-app = create_app(load())
+settings = load()
+redact_logs(settings.secrets())  # no log line of the worker shows a password or a token
+app = create_app(settings)
 
 
 def main() -> None:

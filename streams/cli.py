@@ -11,11 +11,14 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from streams.errors import ConfigError, ContractError, EscalationsError, InputLineError
+from streams.security import redact, redact_logs
 from streams.settings import Settings, load
 
 __all__ = ["main"]
 
 T = TypeVar("T")
+
+_SECRETS: list[str] = []  # the loaded settings' secret values: fail() never shows them
 
 
 @click.group(context_settings={"help_option_names": ["--help"]})
@@ -30,7 +33,7 @@ def main() -> None:
 
 
 def fail(exc: BaseException) -> NoReturn:
-    click.echo(f"escalations: error: {exc}", err=True)
+    click.echo(f"escalations: error: {redact(str(exc), _SECRETS)}", err=True)
     sys.exit(1)
 
 
@@ -39,6 +42,8 @@ def _settings(*, warn: bool = True) -> Settings:
         settings = load()
     except EscalationsError as exc:
         fail(exc)
+    _SECRETS[:] = settings.secrets()
+    redact_logs(_SECRETS)  # what libraries log (a URL, an exception) goes through it too
     if warn:  # the worker logs its own
         for warning in settings.warnings:
             click.echo(f"escalations: warning: {warning}", err=True)
@@ -141,7 +146,7 @@ def produce_command(topic: str | None) -> None:
 
 def _produce(settings: Settings, bootstrap: str, lines: Any, topic: str) -> None:
     from streams.contracts.registry import open_ids
-    from streams.contracts.schemas import SchemaStore
+    from streams.contracts.schemas import BUS_EVENT, SchemaStore
     from streams.ops.produce import produce_lines
     from streams.runtime.topics import ensure_topics
 
@@ -154,15 +159,20 @@ def _produce(settings: Settings, bootstrap: str, lines: Any, topic: str) -> None
     options = settings.kafka.aiokafka_kwargs()
 
     async def run() -> Any:
-        await ensure_topics(settings, bootstrap, options)
         store = SchemaStore()
         ids = open_ids(
             settings.schema_registry_url,
             store,
             security=settings.registry,
             startup_timeout_s=settings.registry_startup_timeout_s,
+            unknown_id_grace_s=settings.registry_unknown_id_grace_s,
         )
-        return await produce_lines(lines, bootstrap, topic, ids, store, progress, options)
+        # The contract first: a refused schema (or subject) leaves no topic behind.
+        schema_id = await ids.id_for(BUS_EVENT, f"{topic}-value")
+        await ensure_topics(settings, bootstrap, options)
+        return await produce_lines(
+            lines, bootstrap, topic, ids, store, progress, options, schema_id=schema_id
+        )
 
     report = _kafka(settings, run)
     click.echo(
@@ -224,9 +234,14 @@ def schemas_group() -> None:
 
 @schemas_group.command("check")
 def schemas_check() -> None:
-    """Committed ids match the schemas; each is BACKWARD compatible with its last version."""
+    """Committed ids match the schemas; each is BACKWARD compatible with its last version.
+
+    With SCHEMA_REGISTRY_URL set, each schema is also checked against its subject there
+    (<topic>-value; nothing is registered) and the registry's ids are printed.
+    """
     from streams.contracts.schemas import CONTRACTS, SchemaStore, check
 
+    settings = _settings()
     try:
         store = SchemaStore()
         problems = check(store)
@@ -234,6 +249,16 @@ def schemas_check() -> None:
         fail(exc)
     for problem in problems:
         click.echo(f"problem: {problem}", err=True)
+    if settings.schema_registry_url:
+        from streams.ops.schemacheck import check_registry
+
+        try:
+            lines, found = asyncio.run(check_registry(settings, store))
+        except EscalationsError as exc:
+            fail(exc)
+        click.echo("\n".join(lines))
+        click.echo("".join(f"problem: {problem}\n" for problem in found), err=True, nl=False)
+        sys.exit(1 if found or problems else 0)
     if problems:
         sys.exit(1)
     for name in CONTRACTS:
@@ -276,6 +301,7 @@ def schemas_register() -> None:
         SchemaStore(),
         security=settings.registry,
         startup_timeout_s=settings.registry_startup_timeout_s,
+        unknown_id_grace_s=settings.registry_unknown_id_grace_s,
     )
 
     async def run() -> None:
@@ -331,7 +357,7 @@ def sink_rebuild(sessions: tuple[str, ...], all_: bool, idle: float) -> None:
     from streams.contracts.codec import Codec
     from streams.contracts.registry import open_ids
     from streams.core.records import session_id_problem
-    from streams.ops.rebuild import rebuild
+    from streams.ops.rebuild import gave_up_messages, rebuild
     from streams.sink.files import FileSink
 
     settings = _settings()
@@ -345,6 +371,7 @@ def sink_rebuild(sessions: tuple[str, ...], all_: bool, idle: float) -> None:
         settings.schema_registry_url,
         security=settings.registry,
         startup_timeout_s=settings.registry_startup_timeout_s,
+        unknown_id_grace_s=settings.registry_unknown_id_grace_s,
     )
     report = _kafka(
         settings,
@@ -362,11 +389,13 @@ def sink_rebuild(sessions: tuple[str, ...], all_: bool, idle: float) -> None:
     )
     for session, position in sorted(report.positions.items()):
         click.echo(f"rebuilt {session}: {position.entries} entries, {position.size} bytes")
-    for session in report.gave_up:
-        click.echo(f"not rebuilt {session}: a worker kept moving past the topic read", err=True)
+    for message in gave_up_messages(report, settings):
+        click.echo(message, err=True)
+    unknown = ", ".join(f"{i} ({n} records)" for i, n in sorted(report.unknown_ids.items()))
     click.echo(
         f"read {report.records} records from {settings.output_topic} "
-        f"({report.undecodable} skipped as undecodable)"
+        f"({report.undecodable} skipped as undecodable"
+        + (f"; unknown schema ids: {unknown})" if unknown else ")")
     )
     sys.exit(1 if report.gave_up else 0)
 
@@ -402,9 +431,18 @@ def dlq_replay(limit: int | None, dry_run: bool, idle: float) -> None:
     )
     verb = "would replay" if dry_run else "replayed"
     detail = ", ".join(f"{k}: {v}" for k, v in sorted(report.by_error.items())) or "nothing"
-    click.echo(f"{verb} {report.replayed} records from {settings.dlq_topic} ({detail})")
+    click.echo(
+        f"{verb} {report.replayed} records from {settings.dlq_topic} ({detail}) "
+        f"of {report.sessions} sessions"
+    )
     for topic, count in sorted(report.by_topic.items()):
         click.echo(f"  {count} back to {topic}")
+    if report.replayed:  # a session's file is append-only: no line goes back in its place
+        mood = "would be" if dry_run else "are"
+        click.echo(
+            f"  their lines {mood} appended after what each of these {report.sessions} "
+            "sessions' files already holds (after lines of later events), not in their place"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from streams.core.records import DATA_DIR_NAME
 from streams.errors import ConfigError
@@ -16,6 +17,8 @@ from streams.security import (
     RegistrySecurity,
     load_kafka_security,
     load_registry_security,
+    mask_url,
+    redact,
 )
 
 __all__ = [
@@ -81,6 +84,9 @@ class Settings:
     stall_timeout_s: float = 60.0
     #: How long the worker, `produce` and `schemas register` retry an unreachable registry at start.
     registry_startup_timeout_s: float = 60.0
+    #: How long a schema id the registry answers 404 for is asked again before its records are
+    #: dead-lettered (a restarting registry, a lagging follower); 0: at once.
+    registry_unknown_id_grace_s: float = 60.0
     fetch_wait_ms: int = 50
     #: False skips the sink's fsyncs: safe against process crashes, not against power loss.
     fsync: bool = True
@@ -111,6 +117,11 @@ class Settings:
     @property
     def faust_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else self.state_root / DATA_DIR_NAME
+
+    def secrets(self) -> list[str]:
+        """Every secret value the settings hold (passwords, tokens), never to be shown."""
+        kafka = [s.reveal() for s in (self.kafka.sasl_password, self.kafka.key_password) if s]
+        return [*kafka, *self.registry.secrets()]
 
     def with_bootstrap(self, servers: str) -> Settings:
         """The same settings on other brokers (the embedded one the CLI started)."""
@@ -150,6 +161,20 @@ def _float(env: Mapping[str, str], name: str, default: float, example: str) -> f
         value = -1.0
     if not value > 0:
         raise ConfigError(f"{name}={raw!r} must be a positive number of seconds (e.g. {example})")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, example: str) -> float:
+    """A number of seconds that may be 0 (off)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{name}={raw!r} must be a number of seconds, 0 or more (e.g. {example})")
     return value
 
 
@@ -193,15 +218,30 @@ def _bootstrap(env: Mapping[str, str]) -> str | None:
 
 
 def _registry(env: Mapping[str, str]) -> str | None:
+    """The registry URL, its scheme lower-cased; every message shows it masked."""
     raw = env.get("SCHEMA_REGISTRY_URL", "").strip()
     if not raw:
         return None
-    if not raw.startswith(("http://", "https://")):
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 (raises ValueError on a malformed port)
+    except ValueError as exc:
         raise ConfigError(
-            f"SCHEMA_REGISTRY_URL={raw!r} must be an http(s) URL "
+            f"SCHEMA_REGISTRY_URL={mask_url(raw)!r} is not a URL ({redact(str(exc), [raw])}; "
+            "e.g. SCHEMA_REGISTRY_URL=http://schema-registry:8081)"
+        ) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"SCHEMA_REGISTRY_URL={mask_url(raw)!r} must be an http(s) URL "
             "(e.g. SCHEMA_REGISTRY_URL=http://schema-registry:8081)"
         )
-    return raw.rstrip("/")
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"SCHEMA_REGISTRY_URL={mask_url(raw)!r} carries a query or fragment, which the "
+            "registry client drops: give credentials in SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO "
+            "(e.g. SCHEMA_REGISTRY_URL=https://schema-registry:8081)"
+        )
+    return urlunsplit(parts._replace(scheme=parts.scheme.lower())).rstrip("/")
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:
@@ -306,6 +346,12 @@ def _load(env: Mapping[str, str]) -> Settings:
             "ESCALATIONS_REGISTRY_STARTUP_TIMEOUT",
             60.0,
             "ESCALATIONS_REGISTRY_STARTUP_TIMEOUT=60",
+        ),
+        registry_unknown_id_grace_s=_seconds(
+            env,
+            "ESCALATIONS_REGISTRY_UNKNOWN_ID_GRACE",
+            60.0,
+            "ESCALATIONS_REGISTRY_UNKNOWN_ID_GRACE=60",
         ),
         stall_timeout_s=_float(
             env, "ESCALATIONS_STALL_TIMEOUT", 60.0, "ESCALATIONS_STALL_TIMEOUT=60"

@@ -3,9 +3,12 @@
 A schema id the codec does not know yet is fetched from the id source. Against a registry
 that fetch waits while the registry is unreachable (``HttpRegistry.fetch`` retries transient
 failures with backoff), so the batch in hand waits with it: nothing is dead-lettered or
-committed meanwhile. Only an id the source answers it does not know (None) makes the record
-an UnknownSchemaIdError (a dead letter); that answer is remembered for ``unknown_ttl_s``, so a
-burst of records naming the same unknown id costs one question, not one each. Any other
+committed meanwhile; so does a registry that answers 404 for the id, for the id's grace
+(``HttpRegistry.unknown_id_grace_s``: a registry that has just restarted, or a follower behind,
+does not know ids it will know). Only an id the source answers it does not know (None) makes
+the record an UnknownSchemaIdError (a dead letter); that answer is remembered for
+``unknown_ttl_s``, so a burst of records naming the same unknown id costs one question, not one
+each. Any other
 failure of the source (RegistryError) is raised: it is not the record's fault.
 """
 

@@ -34,13 +34,17 @@ async def produce_lines(
     store: SchemaStore,
     progress: Callable[[int], None] | None = None,
     client_options: Mapping[str, Any] | None = None,
+    *,
+    schema_id: int | None = None,
 ) -> ProduceReport:
     """Sends every line in order, keyed by session id (so per-session order is kept).
 
-    Stops with InputLineError at the first malformed line, after the lines before it were
-    sent and acknowledged.
+    ``schema_id``: the bus schema's id for ``topic`` when the caller has it already (else it
+    is asked of ``ids``). Stops with InputLineError at the first malformed line, after the
+    lines before it were sent and acknowledged.
     """
-    schema_id = await ids.id_for(BUS_EVENT, f"{topic}-value")
+    if schema_id is None:
+        schema_id = await ids.id_for(BUS_EVENT, f"{topic}-value")
     codec = Codec({schema_id: store.current(BUS_EVENT)})
     parser = BusJson(store.current(BUS_EVENT))
     producer = AIOKafkaProducer(

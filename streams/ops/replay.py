@@ -7,6 +7,10 @@ value and headers (minus the dead-letter headers) back to the topic its
 ``escalations.source.topic`` header names (the input topic for the map stage's dead letters,
 the output topic for the sink stage's: an escalation entry sent to the input topic would fail
 there again, forever), and commits after the sends are acknowledged.
+
+Order: a replayed record is consumed again after everything its session's partition already
+holds, so its line is appended after what the session's file has by then (lines of later
+events included), not where it would have been. The report counts the sessions that affects.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class ReplayReport:
     replayed: int
     by_error: dict[str, int]
     by_topic: dict[str, int]  # where the records were sent back
+    sessions: int = 0  # distinct session ids (record keys) among them
 
 
 async def replay(
@@ -66,6 +71,7 @@ async def replay(
     replayed = 0
     errors: Counter[str] = Counter()
     targets: Counter[str] = Counter()
+    sessions: set[bytes | None] = set()
     ours = {input_topic} | ({output_topic} if output_topic else set())
     started_ms = int(time.time() * 1000)
     done: set[TopicPartition] = set()
@@ -89,6 +95,7 @@ async def replay(
                     came_from = header(record.headers, SOURCE_TOPIC)
                     target = came_from if came_from in ours else input_topic
                     targets[target] += 1
+                    sessions.add(record.key)
                     if not dry_run:
                         sends.append(
                             await producer.send(
@@ -105,4 +112,4 @@ async def replay(
     finally:
         await producer.stop()
         await consumer.stop()
-    return ReplayReport(replayed, dict(errors), dict(targets))
+    return ReplayReport(replayed, dict(errors), dict(targets), len(sessions))

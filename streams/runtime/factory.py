@@ -79,6 +79,7 @@ class Runtime:
             self.store,
             security=settings.registry,
             startup_timeout_s=settings.registry_startup_timeout_s,
+            unknown_id_grace_s=settings.registry_unknown_id_grace_s,
         )
         self.codec = Codec(self.ids.known())
         self.decoder = Decoder(self.codec, self.ids)
@@ -149,16 +150,17 @@ class Runtime:
             )
 
     async def start(self) -> None:
-        """Check the state root, topics and schema ids, then start the batched sources."""
+        """Check the schema ids, then the topics, then start the batched sources."""
         settings = self.settings
         self._loop_thread = threading.get_ident()
         for warning in settings.warnings:
             log.warning("settings: %s", warning)
         try:
-            await ensure_topics(settings, settings.bootstrap, settings.kafka.aiokafka_kwargs())
+            # The contract first: a start refused for it leaves no topic behind.
             entry_id = await self.ids.id_for(ENTRY, f"{settings.output_topic}-value")
             if not self.codec.knows(entry_id):
                 self.codec.add(entry_id, self.store.current(ENTRY))
+            await ensure_topics(settings, settings.bootstrap, settings.kafka.aiokafka_kwargs())
         except EscalationsError as exc:
             self.fatal(exc)
         common: dict[str, Any] = {
@@ -294,7 +296,8 @@ class Runtime:
         for source in self.sources:
             reason = source.stalled(self.settings.stall_timeout_s)
             if reason is not None:
-                return f"{source.group_id}: {reason}"
+                waiting = self.ids.waiting()  # a registry failing, or behind: say so
+                return f"{source.group_id}: {reason}" + (f"; {waiting}" if waiting else "")
         return None
 
     def session_views(self) -> dict[str, Any]:

@@ -40,7 +40,8 @@ TLS client, plaintext port      nothing until ``request_timeout_ms`` (40 s by de
 
 from streams.security.diagnose import check_connection, unrecoverable
 from streams.security.kafka import MECHANISMS, PROTOCOLS, KafkaSecurity, load_kafka_security
-from streams.security.registry import RegistrySecurity, load_registry_security, mask_url
+from streams.security.masking import mask_url, redact, redact_logs, url_secrets
+from streams.security.registry import RegistrySecurity, load_registry_security
 from streams.security.secrets import Secret
 
 __all__ = [
@@ -53,5 +54,8 @@ __all__ = [
     "load_kafka_security",
     "load_registry_security",
     "mask_url",
+    "redact",
+    "redact_logs",
     "unrecoverable",
+    "url_secrets",
 ]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from streams.errors import ConfigError
+from streams.security.masking import mask_url
 from streams.security.secrets import (
     Secret,
     check_files,
@@ -24,7 +25,8 @@ from streams.security.secrets import (
 class RegistrySecurity:
     """Basic auth and TLS files for the schema registry."""
 
-    username: str | None = None
+    #: Not shown: with user info that is a token alone (``https://TOKEN@host``) it is the secret.
+    username: str | None = field(default=None, repr=False)
     password: Secret | None = None
     ca_location: Path | None = None
     cert_location: Path | None = None
@@ -60,12 +62,21 @@ class RegistrySecurity:
         return kwargs
 
     def describe(self) -> str:
-        parts = [f"basic auth as {self.username!r}" if self.username else "no auth"]
+        if self.username and self.password is not None and self.password.reveal():
+            parts = [f"basic auth as {self.username!r}"]
+        else:
+            parts = ["basic auth with a token (not shown)" if self.username else "no auth"]
         if self.ca_location:
             parts.append(f"CA {self.ca_location}")
         if self.cert_location:
             parts.append(f"client certificate {self.cert_location}")
         return ", ".join(parts)
+
+    def secrets(self) -> list[str]:
+        """The values never to show: the password, or a user name that is a token alone."""
+        if self.password is not None and self.password.reveal():
+            return [self.password.reveal()]
+        return [self.username] if self.username else []
 
     def warnings(self) -> list[str]:
         if self.plain_http and self.password is not None:
@@ -91,7 +102,7 @@ def load_registry_security(
     plain_http = False
     if url is not None:
         parts = urlsplit(url)
-        plain_http = parts.scheme == "http"
+        plain_http = parts.scheme.lower() == "http"
         if "@" in parts.netloc:
             if user_info is not None:
                 raise ConfigError(
@@ -124,12 +135,3 @@ def load_registry_security(
     if security.ca_location or cert:
         check_files("SCHEMA_REGISTRY_SSL", security.ca_location, cert, key, None, None)
     return url, security
-
-
-def mask_url(url: str) -> str:
-    """``https://user:pass@host`` → ``https://user:***@host``; other URLs unchanged."""
-    parts = urlsplit(url)
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))

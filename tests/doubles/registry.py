@@ -12,19 +12,30 @@ Endpoints:
 - ``POST /subjects/{subject}/versions``: register; the same schema gets the same id (in any
   subject), new ids start at ``first_id`` (1001 by default, so they are *not* the committed ids
   of ``schemas/ids.json``); a schema the subject's compatibility level (BACKWARD by default,
-  checked against the latest version with the ``avro`` package's checker) refuses is 409;
+  checked with the ``avro`` package's checker against the latest version, or every version
+  under a ``*_TRANSITIVE`` level; FORWARD and FULL read the other way too) refuses is 409;
 - ``POST /subjects/{subject}``: look a schema up (404: 40401 subject not found, 40403 schema
   not found);
 - ``GET /subjects/{subject}/versions/latest`` (and ``/versions/{n}``), ``GET /subjects``,
   ``GET /subjects/{subject}/versions``;
-- ``POST /compatibility/subjects/{subject}/versions/latest``: ``{"is_compatible": ...}`` with
-  ``messages`` when ``?verbose=true`` (404, 40401 when the subject has no version);
-- ``GET/PUT /config`` and ``/config/{subject}``: the compatibility level.
+- ``POST /compatibility/subjects/{subject}/versions/{latest|n}``: ``{"is_compatible": ...}``
+  with ``messages`` when ``?verbose=true`` (404, 40401 when the subject has no version). As
+  Karapace does, ``latest`` under a ``*_TRANSITIVE`` level covers every version (its messages
+  name no version); a number tests that version alone;
+- ``GET/PUT /config`` and ``/config/{subject}``: the compatibility level;
+- ``GET /_health``: ``{"schema_registry_ready": ...}`` (Karapace's readiness).
 
 Controls for tests: :meth:`down` closes the listening socket (connections are refused) and
 :meth:`up` listens on the same port again; :meth:`fail_with` answers every request with an
 error status (503 by default) until :meth:`heal`; :meth:`add_version` preloads a subject with a
 version, bypassing compatibility; :attr:`requests` logs ``(method, path)`` of every request.
+
+What a real registry does in production: :meth:`not_ready` is a registry that has just
+(re)started and serves HTTP before it has read its schemas topic (Karapace 5: about 6 s):
+``GET /schemas/ids/{id}`` answers 404 ``{"error_code": 40403, "message": "Schema not found"}``
+for ids it has, and ``/_health`` says not ready, until :meth:`ready` (or for ``seconds``).
+:meth:`follower` is a second registry on its own port sharing this one's storage, that lags:
+it does not see what was registered after it was made until :meth:`catch_up`.
 
 It runs ``http.server`` in a background thread on 127.0.0.1 and a free port.
 """
@@ -33,6 +44,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,6 +59,17 @@ CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 def _canonical(schema: Any) -> str:
     return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+
+
+def _problems(level: str, new: Any, old: Any) -> list[str]:
+    """Why ``new`` is not ``level``-compatible with ``old`` (one version); empty: it is."""
+    if level.startswith("BACKWARD"):
+        return _backward_problems(new, old)
+    if level.startswith("FORWARD"):
+        return _backward_problems(old, new)
+    if level.startswith("FULL"):
+        return _backward_problems(new, old) + _backward_problems(old, new)
+    return []
 
 
 def _backward_problems(reader: Any, writer: Any) -> list[str]:
@@ -97,6 +120,8 @@ class RegistryDouble:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._failing: tuple[int, dict[str, Any]] | None = None
+        self._not_ready_until: float | None = None  # monotonic; inf: until ready()
+        self._visible: set[int] | None = None  # a lagging follower: the ids it has read
 
     @property
     def url(self) -> str:
@@ -144,6 +169,28 @@ class RegistryDouble:
         with self._lock:
             self._failing = None
 
+    def not_ready(self, seconds: float | None = None) -> None:
+        """Answer as a registry that has not read its schemas topic yet: every schema id is
+        404 (40403) and ``/_health`` is not ready, until :meth:`ready` (or ``seconds``)."""
+        with self._lock:
+            self._not_ready_until = float("inf") if seconds is None else time.monotonic() + seconds
+
+    def ready(self) -> None:
+        with self._lock:
+            self._not_ready_until = None
+
+    def follower(self) -> RegistryDouble:
+        """A second registry (its own port; start it) on this one's storage, lagging: what is
+        registered from now on it does not see until :meth:`catch_up`."""
+        other = RegistryDouble(self.state.first_id)
+        other.state, other._lock = self.state, self._lock
+        other._visible = set(self.state.schemas)
+        return other
+
+    def catch_up(self) -> None:
+        with self._lock:
+            self._visible = None
+
     def add_version(self, subject: str, schema: Any) -> int:
         """Preload ``subject`` with a new version of ``schema`` (no compatibility check)."""
         with self._lock:
@@ -181,6 +228,20 @@ class RegistryDouble:
             if self._failing is not None:
                 return self._failing
             parts = [unquote(p) for p in path.strip("/").split("/")]
+            until = self._not_ready_until
+            if until is not None and time.monotonic() >= until:
+                until = self._not_ready_until = None
+            if parts == ["_health"]:
+                return 200, {"status": "healthy", "schema_registry_ready": until is None}
+            if parts[:2] == ["schemas", "ids"] and (
+                until is not None
+                or (
+                    self._visible is not None
+                    and parts[2:3] != []
+                    and _id(parts[2]) not in self._visible
+                )
+            ):
+                return 404, {"error_code": 40403, "message": "Schema not found"}
             return self._route(method, parts, query, body)
 
     def _route(
@@ -276,8 +337,10 @@ class RegistryDouble:
         existing = self.state.ids.get(_canonical(schema))
         if existing is not None and existing in versions:
             return 200, {"id": existing}
-        if versions and self._level(subject) != "NONE":
-            problems = _backward_problems(schema, self.schema(versions[-1]))
+        level = self._level(subject)
+        if versions and level != "NONE":
+            covered = versions if level.endswith("_TRANSITIVE") else versions[-1:]
+            problems = [p for v in covered for p in _problems(level, schema, self.schema(v))]
             if problems:
                 return 409, {
                     "error_code": 409,
@@ -301,11 +364,11 @@ class RegistryDouble:
             schema = self._schema_of(body)
         except _Unprocessable as exc:
             return 422, {"error_code": 42201, "message": str(exc)}
-        problems = (
-            []
-            if self._level(subject) == "NONE"
-            else _backward_problems(schema, json.loads(found["schema"]))
-        )
+        level = self._level(subject)
+        covered = [found["id"]]
+        if version == "latest" and level.endswith("_TRANSITIVE"):
+            covered = versions  # as Karapace: every version, the messages naming none
+        problems = [p for v in covered for p in _problems(level, schema, self.schema(v))]
         answer: dict[str, Any] = {"is_compatible": not problems}
         if verbose:
             answer["messages"] = problems
@@ -349,6 +412,10 @@ class RegistryDouble:
 
 class _Unprocessable(Exception):
     pass
+
+
+def _id(raw: str) -> int | None:
+    return int(raw) if raw.isdigit() else None
 
 
 def _no_subject(subject: str) -> tuple[int, Any]:

@@ -61,9 +61,13 @@ def test_dlq_replay_resends_the_original_records_once(job: Job) -> None:
     dry = replay("--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would replay 2 records" in dry.stdout
+    # Where the replayed lines go, and how many sessions that touches (k1, k2).
+    assert "of 2 sessions" in dry.stdout, dry.stdout
+    assert "would be appended after what each of these 2 sessions' files" in dry.stdout
     done = replay()
     assert done.returncode == 0, done.stderr
     assert "replayed 2 records" in done.stdout
+    assert "are appended after what each of these 2 sessions' files" in done.stdout
     assert "NotFramedError: 1" in done.stdout and "UnknownSchemaIdError: 1" in done.stdout
     # Still bad, so the worker dead-letters them again: four records, original bytes each time.
     dead = asyncio.run(_read(job.bootstrap, job.settings.dlq_topic, 4))

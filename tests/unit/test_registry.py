@@ -21,16 +21,13 @@ import httpx
 import pytest
 import respx
 
-from streams.contracts.codec import Codec
-from streams.contracts.decoder import Decoder
 from streams.contracts.registry import HttpRegistry, IdFile, open_ids
-from streams.contracts.schemas import BUS_EVENT, ENTRY, SchemaStore
+from streams.contracts.schemas import BUS_EVENT, SchemaStore
 from streams.errors import (
     ContractError,
     Coordinates,
     EscalationsError,
     RegistryError,
-    UnknownSchemaIdError,
 )
 from streams.security import load_registry_security
 from tests.support import tls
@@ -82,6 +79,10 @@ def fake() -> FakeTime:
 @pytest.fixture
 def mock() -> Iterator[respx.MockRouter]:
     with respx.mock(base_url=URL, assert_all_called=False) as router:
+        # The compatibility level a new schema is tested under (BACKWARD: the latest version).
+        router.get(url__regex=r"/config(/.*)?$").mock(
+            return_value=_ok({"compatibilityLevel": "BACKWARD"})
+        )
         yield router
 
 
@@ -285,10 +286,21 @@ async def test_an_auth_refusal_is_not_retried_and_names_the_credentials_variable
     _no_httpx_inside(decode.value)
 
 
-async def test_an_unknown_id_is_none(mock: respx.MockRouter, fake: FakeTime) -> None:
+async def test_an_unknown_id_is_none_once_its_grace_is_spent(
+    mock: respx.MockRouter, fake: FakeTime
+) -> None:
     route = mock.get("/schemas/ids/4242").mock(return_value=SCHEMA_NOT_FOUND)
-    assert await _registry(fake).fetch(4242) is None
-    assert route.call_count == 1
+    registry = _registry(fake, unknown_id_grace_s=60.0)
+
+    assert await registry.fetch(4242) is None
+    assert sum(fake.sleeps) == pytest.approx(60.0)
+    asked = route.call_count
+    assert asked > 10
+    # Spent: the id is not granted another grace.
+    assert await registry.fetch(4242) is None
+    assert route.call_count == asked + 1
+    assert sum(fake.sleeps) == pytest.approx(60.0)
+    assert registry.waiting() is None
 
 
 @pytest.mark.parametrize(
@@ -402,57 +414,3 @@ def test_open_ids_without_a_url_is_the_id_file() -> None:
     registry = open_ids(URL, STORE, security=FakeSecurity(), startup_timeout_s=5.0)
     assert isinstance(registry, HttpRegistry)
     assert registry.startup_timeout_s == 5.0
-
-
-# -- the decode path ---------------------------------------------------------------------------
-
-
-async def test_decode_waits_for_the_registry_then_decodes(
-    mock: respx.MockRouter, fake: FakeTime
-) -> None:
-    entry = STORE.current(ENTRY)
-    value = Codec({1002: entry}).encode(1002, _entry_datum())
-    mock.get("/schemas/ids/1002").mock(
-        side_effect=[
-            httpx.ConnectError("refused"),
-            _error(503, 50003, "Error while forwarding the request"),
-            _ok({"schema": json.dumps(entry)}),
-        ]
-    )
-    decoder = Decoder(Codec({}), _registry(fake))
-
-    assert (await decoder.decode(value, WHERE))["summary"] == "goal cancelled"
-    assert fake.sleeps == [0.2, 0.4]
-
-
-async def test_an_unknown_id_is_asked_once_per_ttl_and_is_a_record_error(
-    mock: respx.MockRouter, fake: FakeTime
-) -> None:
-    value = Codec({4242: STORE.current(ENTRY)}).encode(4242, _entry_datum())
-    route = mock.get("/schemas/ids/4242").mock(return_value=SCHEMA_NOT_FOUND)
-    decoder = Decoder(Codec({}), _registry(fake), clock=fake.clock, unknown_ttl_s=5.0)
-
-    for _ in range(3):
-        with pytest.raises(UnknownSchemaIdError):
-            await decoder.decode(value, WHERE)
-    assert route.call_count == 1
-    fake.now += 6
-    with pytest.raises(UnknownSchemaIdError):
-        await decoder.decode(value, WHERE)
-    assert route.call_count == 2
-
-
-def _entry_datum() -> dict[str, Any]:
-    return {
-        "ts": 1_700_000_000_000_000,
-        "kind": "cancelled",
-        "goal_id": "g1",
-        "intent": None,
-        "summary": "goal cancelled",
-        "confidence": None,
-        "auto_proceed": False,
-        "session_id": "s-1",
-        "source_topic": "bus-events",
-        "source_partition": 0,
-        "source_offset": 7,
-    }

@@ -453,7 +453,9 @@ def test_registry_password_over_http_warns() -> None:
     [
         ("https://svc:s3cret@registry:8081/x", "https://svc:***@registry:8081/x"),
         ("https://svc:p@ss@registry", "https://svc:***@registry"),
-        ("https://svc@registry", "https://svc@registry"),
+        ("https://svc@registry", "https://***@registry"),
+        ("HTTPS://svc:s3cret@registry", "https://svc:***@registry"),
+        ("https://registry:8081/?api_key=k3y&v=1", "https://registry:8081/?api_key=***&v=***"),
         ("https://registry:8081", "https://registry:8081"),
     ],
 )
