@@ -268,7 +268,9 @@ class FileSink:
         process holds locked, and the file to wait on."""
         busy: dict[str, str] = {}
         gone = [n for n in names if self.files.stat(self.root / n) is None]
-        self.forget_sessions(gone)  # the sessions ended and their directories went
+        if gone:  # the sessions ended and their directories went
+            log.warning("sink: forgetting %d sessions whose directories are gone", len(gone))
+            self.forget_sessions(gone)
         for name in sorted(set(names).difference(gone)):
             try:
                 state = self._state(name)

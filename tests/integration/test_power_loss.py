@@ -76,7 +76,8 @@ def test_power_loss_mid_stream_keeps_files_byte_exact(lazy_job: tuple[Job, LazyM
     assert job.wait_for_files(expected, timeout=240) == expected, job.logs()
     assert all(lost), f"every power loss dropped unsynced bytes: {lost}"
     assert "durable by fsync (fuse" in worker.log()
-    assert "skipping session" not in worker.log()
+    for refusal in ("skipping session", "outside the sink", "directories are gone"):
+        assert refusal not in worker.log()
     dead = asyncio.run(read_topic(job.bootstrap, job.settings.dlq_topic, idle_s=2))
     assert dead == []
 
@@ -97,6 +98,11 @@ def test_with_syncfs_forced_a_power_loss_loses_committed_lines(
     assert fs.drop() > 0
     worker.start()
 
-    # syncfs persisted nothing the double holds: the positions outlived the lines.
-    wait_until(lambda: "skipping session" in worker.log(), 90, "the worker to refuse sessions")
+    # syncfs persisted nothing the double holds: the positions outlived the lines, and the
+    # worker says so (a file shorter than recorded, a directory gone), never silently.
+    wait_until(
+        lambda: "outside the sink" in worker.log() or "directories are gone" in worker.log(),
+        90,
+        "the worker to report the lost lines",
+    )
     assert job.files(expected) != expected
