@@ -73,6 +73,22 @@ class _Live:
         )
         corrupt.add_metric([], len(self.sink.corrupt_sessions()))
         yield corrupt
+        sink = self.sink
+        yield _counter(
+            "sink_discontinuities",
+            "Session files a reader emptied, truncated, replaced or removed (their directory): "
+            "the next lines follow what is there.",
+            sink.sessions_io.discontinuities,
+            "kind",
+        )
+        yield _counter(
+            "sessions_forgotten",
+            "Sessions forgotten: directory gone, or idle past ESCALATIONS_SESSION_RETENTION.",
+            {"": sink.logs.forgotten},
+        )
+        known = GaugeMetricFamily("escalations_sink_sessions", "Sessions the sink holds in memory.")
+        known.add_metric([], len(sink.views.known))
+        yield known
         sync = GaugeMetricFamily(
             "escalations_sink_sync_info",
             "How checkpoints make files durable (ESCALATIONS_SYNC as decided for the state "

@@ -116,6 +116,7 @@ class PositionLogs:
         #: log's lock held: see :mod:`streams.sink.fence`).
         self.fence: Callable[[str], None] = lambda source: None
         self.frames = 0  # frames appended
+        self.forgotten = 0  # sessions forgotten (tombstoned, or left to their owner's log)
         self.compactions = 0
 
     # -- reading --------------------------------------------------------------------------------
@@ -231,6 +232,7 @@ class PositionLogs:
         """Forgets sessions: a tombstone in each log holding one whose partition is
         ``writable`` (this worker's), else only out of this worker's memory."""
         names = set(names)
+        self.forgotten += len(names)
         for log in list(self._logs.values()):
             held = sorted(names & log.sessions)
             topic, _, partition = log.path.name.removesuffix(LOG_SUFFIX).rpartition("-")
