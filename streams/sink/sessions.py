@@ -257,6 +257,7 @@ class SessionFiles:
         write_position(self.files, state.directory, position)
         state.position = state.recorded = position
         state.tail, state.tail_kind = 0, Tail.NONE
+        state.generation += 1  # a checkpoint in flight records nothing of the old file
 
     def _discontinuity(
         self, state: SessionState, size: int, kind: str, recorded: SinkPosition | None
