@@ -166,12 +166,19 @@ def _load_openat2() -> Callable[..., int] | None:
     return cast("Callable[..., int]", call)
 
 
+#: ``openat2``'s argument per (flags, mode), built once (a hot path: every open of the sink).
+_HOWS: dict[tuple[int, int], object] = {}
+
+
 def _open_no_links(path: StrPath, flags: int, mode: int) -> int:
     """``open`` refusing a symbolic link in any component of ``path`` (``LinkRefused``)."""
-    raw = os.fsencode(path)
+    raw = path.encode("utf-8", "surrogateescape") if isinstance(path, str) else os.fsencode(path)
     if _OPENAT2 is not None:
-        how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, _RESOLVE_NO_SYMLINKS)
-        fd = _OPENAT2(_SYS_OPENAT2, _AT_FDCWD, raw, ctypes.byref(how), ctypes.sizeof(how))
+        how = _HOWS.get((flags, mode))
+        if how is None:
+            made = _OpenHow(flags, mode if flags & os.O_CREAT else 0, _RESOLVE_NO_SYMLINKS)
+            how = _HOWS[(flags, mode)] = ctypes.byref(made)  # keeps ``made`` alive
+        fd = _OPENAT2(_SYS_OPENAT2, _AT_FDCWD, raw, how, ctypes.sizeof(_OpenHow))
         if fd >= 0:
             return fd
         code = ctypes.get_errno()

@@ -126,7 +126,10 @@ class SessionFiles:
         """The epoch of the directory's position file (a rebuild gives the file a new one):
         the data file's identity where an inode number cannot tell, as it is once the
         descriptor is closed and its inode may go to the next file created."""
-        own = read_position(f"{state.dir_path}/{POSITION_NAME}", self.files)
+        path = f"{state.dir_path}/{POSITION_NAME}"
+        if self.files.stat(path) is None:  # the usual case: one failed stat
+            return 0
+        own = read_position(path, self.files)
         return 0 if own is None else own.epoch
 
     def wait_unlocked(self, path: str) -> None:
