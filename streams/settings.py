@@ -151,7 +151,10 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int, exam
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, example: str) -> float:
+def _float(
+    env: Mapping[str, str], name: str, default: float, example: str, *, zero: bool = False
+) -> float:
+    """A positive number of seconds (``zero``: 0, meaning off, too)."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -159,23 +162,16 @@ def _float(env: Mapping[str, str], name: str, default: float, example: str) -> f
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise ConfigError(f"{name}={raw!r} must be a positive number of seconds (e.g. {example})")
+    ok = 0 <= value < float("inf") if zero else value > 0
+    if not ok:
+        kind = "a number of seconds, 0 or more" if zero else "a positive number of seconds"
+        raise ConfigError(f"{name}={raw!r} must be {kind} (e.g. {example})")
     return value
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float, example: str) -> float:
     """A number of seconds that may be 0 (off)."""
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise ConfigError(f"{name}={raw!r} must be a number of seconds, 0 or more (e.g. {example})")
-    return value
+    return _float(env, name, default, example, zero=True)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
