@@ -48,7 +48,7 @@ LOG_SUFFIX: Final = ".log"
 #: A log past this size is rewritten as its newest entries (when it is also 4x its last
 #: rewrite: a log of many sessions is not rewritten at every checkpoint). Small enough that a
 #: log stays a few times the size of its live sessions' entries however many have ended.
-COMPACT_BYTES: Final = 1024 * 1024
+COMPACT_BYTES: Final = 2 * 1024 * 1024
 
 
 def log_name(source: str) -> str:
