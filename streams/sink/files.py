@@ -253,8 +253,9 @@ class FileSink:
                 logged = set().union(*(self.logs.sessions_of(p) for p in partitions))
             names = [n for n in sorted(logged | known) if owns(n)]
             # What this worker wrote to a file is no measure of it now: another owner may
-            # have cut what was never recorded since. The recorded positions are.
-            self.views.unseen(set(names))
+            # have cut what was never recorded since. The recorded positions are. (Sessions
+            # of partitions gone to others leave its memory.)
+            self.views.unseen(set(names) | {n for n in self.views.known if not owns(n)})
             busy = self._reload(names)
         while busy:  # locked by another process: waited for holding no lock of ours
             for path in busy.values():
