@@ -98,6 +98,7 @@ class Runtime:
         self.fatal = fatal
         self.sources: list[BatchSource] = []
         self.sink.on_sync = self.metrics.sync_seconds.observe
+        self.sink.on_forgotten = self.forget_sessions  # tombstones on the reports topic
         self.reports_topic_name = reports_topic(settings)
         self.reports = PositionReports(BatchSender(self._producer, self.reports_topic_name))
         #: Every live session's latest report, any worker's (fed once the app has started).
@@ -190,7 +191,6 @@ class Runtime:
             self.reports.written,
             handoff=self.handoff,
             retention=Retention(self.sink, settings.session_retention_s),
-            on_forgotten=self.forget_sessions,
         )
         self.sources = [
             BatchSource(

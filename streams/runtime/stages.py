@@ -164,7 +164,6 @@ class SinkStage:
         retries: int = 8,
         handoff: Handoff | None = None,
         retention: Retention | None = None,
-        on_forgotten: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.decoder = decoder
         self.sink = sink
@@ -173,10 +172,8 @@ class SinkStage:
         self.on_written = on_written
         self.retries = retries
         self.handoff = handoff
-        #: Forgets ended sessions, a slice after each checkpoint (``streams.sink.retention``);
-        #: ``on_forgotten`` hears of them (the sessions view's tombstones).
+        #: Forgets ended sessions, a slice after each checkpoint (``streams.sink.retention``).
         self.retention = retention
-        self.on_forgotten = on_forgotten
 
     async def process(self, records: Sequence[RawRecord]) -> None:
         """Write a batch: one ``pwrite`` per state directory, on cached descriptors."""
@@ -235,9 +232,7 @@ class SinkStage:
             for session_id, position in result.positions.items():
                 self.on_written(session_id, position)
         if self.retention is not None:
-            ended = await self._retry("sweep", lambda: self._inline(self._sweep))
-            if ended and self.on_forgotten is not None:
-                self.on_forgotten(ended)
+            await self._retry("sweep", lambda: self._inline(self._sweep))
 
     def _sweep(self, *, wait: bool = False) -> list[str]:
         assert self.retention is not None

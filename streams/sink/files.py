@@ -113,12 +113,12 @@ class FileSink:
         self.checkpoint_bytes = CHECKPOINT_BYTES
         self.last_write = clock()
         self.on_sync: Callable[[float], None] | None = None  # each checkpoint's seconds
+        self.on_forgotten: Callable[[list[str]], None] | None = None  # any thread may call it
 
     # -- set-up and names -----------------------------------------------------------------------
 
     def check_root(self) -> None:
-        """Fail fast, with a clear error, when the state root cannot be written; fit the
-        descriptor cache to the process's open-file limit."""
+        """Fails fast when the state root cannot be written; fits the descriptor cache."""
         try:
             made = not self.root.exists()
             self.root.mkdir(parents=True, exist_ok=True)
@@ -252,9 +252,8 @@ class FileSink:
             else:  # what the assigned partitions' logs know: never a listing of the root
                 logged = set().union(*(self.logs.sessions_of(p) for p in partitions))
             names = [n for n in sorted(logged | known) if owns(n)]
-            # What this worker wrote to a file is no measure of it now: another owner may
-            # have cut what was never recorded since. The recorded positions are. (Sessions
-            # of partitions gone to others leave its memory.)
+            # What this worker wrote is no measure of a file now (another owner may have cut
+            # what was never recorded): the recorded positions are. Others' sessions go.
             self.views.unseen(set(names) | {n for n in self.views.known if not owns(n)})
             busy = self._reload(names)
         while busy:  # locked by another process: waited for holding no lock of ours
@@ -432,14 +431,15 @@ class FileSink:
         self.fence.check(state.source)
 
     def forget_sessions(self, names: Iterable[str]) -> None:
-        """Forgets ended sessions (lock held): their state, their views, and (a tombstone in
-        the log of a partition this worker owns) their recorded positions."""
+        """Forgets ended sessions (lock held): state, views, log entries (by a tombstone)."""
         names = list(names)
         for name in names:
             self.forget(name)
-            self.views.unseen({name})
             self.views.healthy(name)
+        self.views.unseen(set(names))
         self.logs.forget(names, self.fence.owns)
+        if names and self.on_forgotten is not None:
+            self.on_forgotten(names)  # the sessions view's tombstones
 
     def forget(self, session_id: str) -> None:
         """Drops what is held of a session (its descriptors, its state), not what was seen."""

@@ -175,3 +175,19 @@ def test_memory_and_logs_stay_flat_while_sessions_come_and_go(tmp_path: Path) ->
     assert sizes[9][0] == 100 and sizes[29][0] == 300
     assert sizes[29][1] == 300
     assert len(sink.logs._fold) == 300
+
+
+def test_every_forgotten_session_is_told_to_the_sessions_view(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    sink = worker(root, [P0])
+    sink.write([line(f"s{n}", 0) for n in range(4)])
+    sink.checkpoint()
+    shutil.rmtree(root / "s0")
+    told: list[str] = []
+    sink.on_forgotten = told.extend
+    assert Retention(sink, retention_s=3600).sweep() == ["s0"]
+    shutil.rmtree(root / "s1")  # gone while no worker ran: found by the next recovery
+    restarted = FileSink(root, log_of=partition_of)
+    restarted.on_forgotten = told.extend
+    restarted.recover(lambda s: True, [P0])
+    assert told == ["s0", "s1"]
