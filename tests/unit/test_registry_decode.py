@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +27,7 @@ from tests.unit.test_registry import (
     _ok,
     _registry,
 )
+from tests.unit.test_registry_production import _entry
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ async def test_decode_waits_for_the_registry_then_decodes(
     mock: respx.MockRouter, fake: FakeTime
 ) -> None:
     entry = STORE.current(ENTRY)
-    value = Codec({1002: entry}).encode(1002, _entry_datum())
+    value = Codec({1002: entry}).encode(1002, _entry())
     mock.get("/schemas/ids/1002").mock(
         side_effect=[
             httpx.ConnectError("refused"),
@@ -62,7 +62,7 @@ async def test_decode_waits_for_the_registry_then_decodes(
 async def test_an_unknown_id_is_asked_once_per_ttl_and_is_a_record_error(
     mock: respx.MockRouter, fake: FakeTime
 ) -> None:
-    value = Codec({4242: STORE.current(ENTRY)}).encode(4242, _entry_datum())
+    value = Codec({4242: STORE.current(ENTRY)}).encode(4242, _entry())
     route = mock.get("/schemas/ids/4242").mock(return_value=SCHEMA_NOT_FOUND)
     registry = _registry(fake, unknown_id_grace_s=0.0)  # no grace: the memo alone
     decoder = Decoder(Codec({}), registry, clock=fake.clock, unknown_ttl_s=5.0)
@@ -75,19 +75,3 @@ async def test_an_unknown_id_is_asked_once_per_ttl_and_is_a_record_error(
     with pytest.raises(UnknownSchemaIdError):
         await decoder.decode(value, WHERE)
     assert route.call_count == 2
-
-
-def _entry_datum() -> dict[str, Any]:
-    return {
-        "ts": 1_700_000_000_000_000,
-        "kind": "cancelled",
-        "goal_id": "g1",
-        "intent": None,
-        "summary": "goal cancelled",
-        "confidence": None,
-        "auto_proceed": False,
-        "session_id": "s-1",
-        "source_topic": "bus-events",
-        "source_partition": 0,
-        "source_offset": 7,
-    }
