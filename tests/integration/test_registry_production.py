@@ -22,7 +22,7 @@ from streams.contracts.registry import HttpRegistry
 from streams.contracts.schemas import BUS_EVENT, ENTRY
 from streams.core.busjson import BusJson
 from streams.core.records import entry_datum
-from streams.ops.rebuild import gave_up_messages, rebuild
+from streams.ops.rebuild import RebuildReport, gave_up_messages, rebuild
 from streams.ops.sample import bus_events
 from streams.runtime.factory import build
 from streams.runtime.topics import job_topics
@@ -153,6 +153,22 @@ def _entries(job: Job, lines: list[str], entry_id: int) -> list[tuple[bytes, byt
     return out
 
 
+def _rebuild(job: Job, root: Path, url: str, grace_s: float) -> RebuildReport:
+    """``escalations sink rebuild`` of every session into ``root``, against the registry."""
+    return asyncio.run(
+        rebuild(
+            FileSink(root),
+            Codec({}),
+            HttpRegistry(url, STORE, unknown_id_grace_s=grace_s),
+            job.bootstrap,
+            job.settings.output_topic,
+            job.settings.partitions,
+            None,
+            idle_s=1.0,
+        )
+    )
+
+
 def test_rebuild_waits_for_a_registry_that_is_behind(
     registry: RegistryDouble, job: Job, tmp_path: Path
 ) -> None:
@@ -165,18 +181,7 @@ def test_rebuild_waits_for_a_registry_that_is_behind(
     registry.not_ready(seconds=1.5)  # restarted just now
     started = time.monotonic()
     root = tmp_path / "rebuilt"
-    report = asyncio.run(
-        rebuild(
-            FileSink(root),
-            Codec({}),
-            HttpRegistry(registry.url, STORE, unknown_id_grace_s=30),
-            job.bootstrap,
-            job.settings.output_topic,
-            job.settings.partitions,
-            None,
-            idle_s=1.0,
-        )
-    )
+    report = _rebuild(job, root, registry.url, grace_s=30)
 
     assert (report.undecodable, report.unknown_ids, report.gave_up) == (0, {}, [])
     assert time.monotonic() - started >= 1.0  # it waited for the registry
@@ -185,18 +190,7 @@ def test_rebuild_waits_for_a_registry_that_is_behind(
     # A registry that stays behind past the grace: the files are kept as they are, and the
     # registry, not a worker, is named as the cause.
     registry.not_ready()
-    report = asyncio.run(
-        rebuild(
-            FileSink(root),
-            Codec({}),
-            HttpRegistry(registry.url, STORE, unknown_id_grace_s=0.5),
-            job.bootstrap,
-            job.settings.output_topic,
-            job.settings.partitions,
-            None,
-            idle_s=1.0,
-        )
-    )
+    report = _rebuild(job, root, registry.url, grace_s=0.5)
     entries = sum(data.count(b"\n") for data in expected.values())
     assert report.unknown_ids == {entry_id: entries}
     assert report.gave_up == report.blocked == sorted(expected)
